@@ -1,0 +1,37 @@
+"""tfpredict: fast, explained prediction for TensorFlow Estimator exports and any other SavedModel."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from . import errors
+from .errors import InputError, ModelLoadError, OutputError, PredictionError, TfpredictError, UsageError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Predictor",
+    "errors",
+    "TfpredictError",
+    "ModelLoadError",
+    "InputError",
+    "OutputError",
+    "PredictionError",
+    "UsageError",
+    "__version__",
+]
+
+if TYPE_CHECKING:
+    from .predictor import Predictor
+
+# TensorFlow takes ~3 s to import: load it only when a name that needs it is first used.
+_LAZY = {"Predictor": ("predictor", "Predictor")}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(f".{module}", __name__), attr)
+    raise AttributeError(f"module 'tfpredict' has no attribute {name!r}")

@@ -1,0 +1,66 @@
+"""`tfpredict inspect`: what an export takes and gives, as plain data (and as text for a terminal)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .predictor import Predictor
+
+
+def describe(export: str | os.PathLike[str], signature: str | None = None) -> dict[str, Any]:
+    """Signatures, the feature schema of each, outputs, and the path predict() takes."""
+    predictor = Predictor.load(export, signature=signature)
+    try:
+        sigs = {}
+        for name, sig in sorted(predictor.signatures.items()):
+            sigs[name] = {
+                "method_name": sig.method_name,
+                "path": predictor.path_for(name),
+                "inputs": {k: _tensor(v) for k, v in sig.inputs.items()},
+                "features": {
+                    k: {
+                        "dtype": f.dtype,
+                        "shape": list(f.shape),
+                        "kind": f.kind,
+                        "default": f.default,
+                        "required": f.required,
+                    }
+                    for k, f in predictor.inputs_for(name).items()
+                },
+                "outputs": {k: _tensor(v) for k, v in sig.outputs.items()},
+            }
+        return {
+            "export_dir": str(predictor.export_dir),
+            "version": predictor.version,
+            "default_signature": predictor.signature,
+            "path": predictor.path,
+            "signatures": sigs,
+        }
+    finally:
+        predictor.close()
+
+
+def _tensor(info: Any) -> dict[str, Any]:
+    return {"dtype": info.dtype, "shape": None if info.shape is None else list(info.shape)}
+
+
+def format_description(info: dict[str, Any]) -> str:
+    lines = [
+        f"export:    {info['export_dir']}" + (f" (version {info['version']})" if info["version"] is not None else ""),
+        f"default:   {info['default_signature']} (path: {info['path']})",
+        "",
+    ]
+    for name, sig in info["signatures"].items():
+        lines.append(f"signature {name!r}  [{sig['method_name']}]  path: {sig['path']}")
+        lines.append("  features:")
+        for key, f in sig["features"].items():
+            shape = "[" + ",".join("?" if d is None else str(d) for d in f["shape"]) + "]"
+            note = "required" if f["required"] else ("optional" if f["kind"] == "varlen" else f"default {f['default']!r}")
+            lines.append(f"    {key:<24} {f['dtype']:<8} {shape:<8} {f['kind']:<7} {note}")
+        lines.append("  outputs:")
+        for key, o in sig["outputs"].items():
+            shape = "?" if o["shape"] is None else "[" + ",".join("?" if d is None else str(d) for d in o["shape"]) + "]"
+            lines.append(f"    {key:<24} {o['dtype']:<8} {shape}")
+        lines.append("")
+    return "\n".join(lines).rstrip()

@@ -1,0 +1,317 @@
+"""Predictor: load an export once, predict from tables, fast, with the export's own answers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import features as F
+from .errors import InputError, ModelLoadError, PredictionError
+from .features import FeatureSpec, SparseValue
+from .savedmodel import (
+    ParseSpec,
+    SignatureInfo,
+    find_parse_spec,
+    load_session,
+    resolve_export_dir,
+    session_config,
+    signatures_of,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 8192
+
+PATH_FEATURES = "features"  # parsed features fed straight past ParseExample: no tf.Example is ever built
+PATH_EXAMPLES = "examples"  # fallback: rows serialized to tf.Example, then the signature as exported
+PATH_TENSORS = "tensors"  # a raw signature: its own input tensors are fed
+
+
+@dataclass
+class Feeds:
+    """Converted input rows for one signature, ready for the model (see Predictor.convert)."""
+
+    signature: str
+    num_rows: int
+    values: list[Any]  # flat, in the order of the plan's feed tensors
+
+
+class _Plan:
+    """How one signature is called: which path, which features, which tensors are fed."""
+
+    def __init__(self, signature: SignatureInfo, parse: ParseSpec | None, fast_path: bool) -> None:
+        self.signature = signature
+        self.parse = parse
+        if parse is not None and parse.prunable and fast_path:
+            self.path = PATH_FEATURES
+        elif parse is not None:
+            self.path = PATH_EXAMPLES
+            if fast_path:
+                log.info("signature %s: fast path unavailable (%s)", signature.name, parse.why_not)
+        else:
+            self.path = PATH_TENSORS
+        if parse is not None:
+            self.features: dict[str, FeatureSpec] = dict(parse.features)
+        else:
+            self.features = {
+                k: FeatureSpec(k, v.dtype, tuple(v.shape[1:]) if v.shape else (), "tensor")
+                for k, v in signature.inputs.items()
+            }
+
+    def feed_tensors(self) -> list[str]:
+        if self.path == PATH_FEATURES:
+            assert self.parse is not None
+            names: list[str] = []
+            for key in self.features:
+                if key in self.parse.sparse:
+                    s = self.parse.sparse[key]
+                    names += [s.indices, s.values, s.dense_shape]
+                else:
+                    names.append(self.parse.dense[key])
+            return names
+        if self.path == PATH_EXAMPLES:
+            assert self.parse is not None
+            return [self.signature.inputs[self.parse.serialized_input].tensor_name]
+        return [self.signature.inputs[k].tensor_name for k in self.features]
+
+
+class Predictor:
+    """A loaded export. Thread-safe: one Predictor serves concurrent `predict` calls from many threads
+    (TensorFlow sessions run concurrently and release the GIL while they compute)."""
+
+    def __init__(
+        self,
+        export_dir: Path,
+        graph: Any,
+        session: Any,
+        signatures: dict[str, SignatureInfo],
+        signature: str,
+        batch_size: int,
+        fast_path: bool,
+    ) -> None:
+        self.export_dir = export_dir
+        self.version = int(export_dir.name) if export_dir.name.isdigit() else None
+        self.signatures = signatures
+        self.signature = signature
+        self.batch_size = batch_size
+        self._graph = graph
+        self._session = session
+        self._fast_path = fast_path
+        self._plans: dict[str, _Plan] = {}
+        self._callables: dict[tuple[Any, ...], Any] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        signature: str | None = None,
+        *,
+        intra_op_threads: int | None = None,
+        inter_op_threads: int | None = None,
+        xla: bool = False,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        fast_path: bool = True,
+    ) -> Predictor:
+        """Load a SavedModel version directory, or the highest numeric version of a base directory.
+
+        signature: the default for predict(); by default "predict" (what Estimator.predict returns)
+        when the export has it, else "serving_default", else the only one. Threads: TensorFlow's
+        intra-op (inside one op) and inter-op (ops side by side) pools; None leaves TF's choice (all cores).
+        """
+        export_dir = resolve_export_dir(path)
+        config = session_config(intra_op_threads, inter_op_threads, xla)
+        graph, session, meta = load_session(export_dir, config)
+        signatures = signatures_of(meta)
+        if not signatures:
+            session.close()
+            raise ModelLoadError(f"SavedModel {export_dir} has no signatures to call")
+        chosen = signature or _default_signature(signatures)
+        if chosen not in signatures:
+            session.close()
+            raise ModelLoadError(
+                f"No signature {chosen!r} in {export_dir}; it has: {', '.join(sorted(signatures))}"
+            )
+        predictor = cls(export_dir, graph, session, signatures, chosen, batch_size, fast_path)
+        predictor._plan(chosen)  # fail at load, not at the first call, if the signature is unusable
+        return predictor
+
+    # ---------------------------------------------------------------- what the model wants and gives
+    @property
+    def inputs(self) -> dict[str, FeatureSpec]:
+        """The features a caller supplies for the default signature (parsed features, not `examples`)."""
+        return dict(self._plan(self.signature).features)
+
+    @property
+    def outputs(self) -> list[str]:
+        return list(self.signatures[self.signature].outputs)
+
+    @property
+    def path(self) -> str:
+        """How the default signature is called: "features", "examples" or "tensors"."""
+        return self._plan(self.signature).path
+
+    def inputs_for(self, signature: str) -> dict[str, FeatureSpec]:
+        return dict(self._plan(signature).features)
+
+    def path_for(self, signature: str) -> str:
+        return self._plan(signature).path
+
+    # ---------------------------------------------------------------- predicting
+    def predict(
+        self, data: Any, *, signature: str | None = None, outputs: list[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Predict every row of `data` (DataFrame, Arrow Table/RecordBatch, dict of columns, list of row
+        dicts, or one row as a dict of scalars). Returns {output name: array with one entry per row}."""
+        plan = self._plan(signature or self.signature)
+        table = F.as_table(data, needed=list(plan.features))
+        if table.num_rows <= self.batch_size:
+            return self.predict_feeds(self._convert(plan, table), outputs=outputs)
+        parts = [
+            self.predict_feeds(self._convert(plan, table.slice(i, i + self.batch_size)), outputs=outputs)
+            for i in range(0, table.num_rows, self.batch_size)
+        ]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def convert(self, data: Any, *, signature: str | None = None) -> Feeds:
+        """Turn rows into feed arrays (the CPU-side half of predict, for pipelines that overlap stages)."""
+        plan = self._plan(signature or self.signature)
+        return self._convert(plan, F.as_table(data, needed=list(plan.features)))
+
+    def predict_feeds(self, feeds: Feeds, *, outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Run the model on converted feeds."""
+        plan = self._plan(feeds.signature)
+        keys = self._output_keys(plan, outputs)
+        fn = self._callable(plan.signature.name, plan.feed_tensors(), keys)
+        try:
+            results = fn(*feeds.values)
+        except Exception as exc:
+            raise _prediction_error(self.export_dir, plan.signature.name, exc) from exc
+        return dict(zip(keys, results))
+
+    def run(
+        self, inputs: dict[str, Any], *, signature: str | None = None, outputs: list[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Feed the signature's own input tensors (e.g. serialized tf.Examples), as TF Serving does."""
+        sig = self.signatures.get(signature or self.signature)
+        if sig is None:
+            raise InputError(f"No signature {signature!r}; the export has: {', '.join(sorted(self.signatures))}")
+        missing = [k for k in sig.inputs if k not in inputs]
+        unknown = [k for k in inputs if k not in sig.inputs]
+        if missing or unknown:
+            raise InputError(
+                f"Signature {sig.name!r} takes inputs {sorted(sig.inputs)}; "
+                f"missing {missing}, unknown {unknown}"
+            )
+        plan = self._plan(sig.name)
+        keys = self._output_keys(plan, outputs)
+        names = sorted(sig.inputs)
+        fn = self._callable(sig.name, [sig.inputs[k].tensor_name for k in names], keys)
+        values = [_as_feed(inputs[k], sig.inputs[k].dtype, k) for k in names]
+        try:
+            results = fn(*values)
+        except Exception as exc:
+            raise _prediction_error(self.export_dir, sig.name, exc) from exc
+        return dict(zip(keys, results))
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Predictor({str(self.export_dir)!r}, signature={self.signature!r}, path={self.path!r})"
+
+    # ---------------------------------------------------------------- internals
+    def _plan(self, name: str) -> _Plan:
+        plan = self._plans.get(name)
+        if plan is not None:
+            return plan
+        sig = self.signatures.get(name)
+        if sig is None:
+            raise InputError(f"No signature {name!r}; the export has: {', '.join(sorted(self.signatures))}")
+        with self._lock:
+            if name not in self._plans:
+                parse = find_parse_spec(self._graph, self._session, sig)
+                self._plans[name] = _Plan(sig, parse, self._fast_path)
+            return self._plans[name]
+
+    def _output_keys(self, plan: _Plan, outputs: list[str] | None) -> list[str]:
+        available = plan.signature.outputs
+        if outputs is None:
+            return list(available)
+        unknown = [o for o in outputs if o not in available]
+        if unknown:
+            raise InputError(
+                f"Unknown output(s) {unknown} for signature {plan.signature.name!r}; it has {sorted(available)}"
+            )
+        return list(outputs)
+
+    def _callable(self, signature: str, feeds: list[str], keys: list[str]) -> Any:
+        cache_key = (signature, tuple(feeds), tuple(keys))
+        fn = self._callables.get(cache_key)
+        if fn is None:
+            with self._lock:
+                fn = self._callables.get(cache_key)
+                if fn is None:
+                    sig = self.signatures[signature]
+                    g = self._graph
+                    fetches = [g.get_tensor_by_name(sig.outputs[k].tensor_name) for k in keys]
+                    feed_list = [g.get_tensor_by_name(t) for t in feeds]
+                    fn = self._session.make_callable(fetches, feed_list=feed_list)
+                    self._callables[cache_key] = fn
+        return fn
+
+    def _convert(self, plan: _Plan, table: F.Table) -> Feeds:
+        n = table.num_rows
+        if plan.path == PATH_TENSORS:
+            values = [F.convert_column(table.columns.get(k), s, n) for k, s in plan.features.items()]
+            return Feeds(plan.signature.name, n, values)
+        converted = {k: F.convert_column(table.columns.get(k), s, n) for k, s in plan.features.items()}
+        if plan.path == PATH_EXAMPLES:
+            from .examples import serialize_examples
+
+            return Feeds(plan.signature.name, n, [serialize_examples(converted, plan.features, n)])
+        flat: list[Any] = []
+        for value in converted.values():
+            if isinstance(value, SparseValue):
+                flat += [value.indices, value.values, value.dense_shape]
+            else:
+                flat.append(value)
+        return Feeds(plan.signature.name, n, flat)
+
+
+def _default_signature(signatures: dict[str, SignatureInfo]) -> str:
+    for name in ("predict", "serving_default"):
+        if name in signatures:
+            return name
+    return sorted(signatures)[0]
+
+
+def _as_feed(value: Any, dtype: str, key: str) -> np.ndarray:
+    np_dtype = F.NUMPY_DTYPES.get(dtype)
+    try:
+        array = np.asarray(value, dtype=np_dtype) if np_dtype is not object else np.asarray(value, dtype=object)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"Input {key!r}: expects {dtype}, found values it cannot read ({exc})") from exc
+    return array
+
+
+def _prediction_error(export_dir: Path, signature: str, exc: Exception) -> Exception:
+    import tensorflow as tf
+
+    first = str(getattr(exc, "message", exc)).strip().splitlines()
+    text = first[0] if first else type(exc).__name__
+    if isinstance(exc, tf.errors.InvalidArgumentError):
+        return InputError(f"Signature {signature!r} of {export_dir} rejected the input: {text}")
+    return PredictionError(f"Signature {signature!r} of {export_dir} failed: {text}")

@@ -1,0 +1,273 @@
+"""SavedModel plumbing: find the version directory, load it into a graph session, read its signatures,
+and find the tf.Example parse op a parsing serving receiver puts in front of the model.
+
+The fast path rests on one fact of TF1-style graphs: a session can be fed *any* tensor, not just
+placeholders. Feeding the outputs of ParseExample(V2) directly prunes the parsing (and the tf.Example
+serialization it would need) out of every call.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelLoadError
+from .features import FeatureSpec
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tensorflow as tf  # noqa: E402
+
+from tensorflow.core.protobuf import saved_model_pb2  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+PARSE_OPS = ("ParseExample", "ParseExampleV2")
+SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A signature input or output: its key, dtype name, shape (batch dimension included) and graph tensor."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | None, ...] | None
+    tensor_name: str
+
+
+@dataclass(frozen=True)
+class SignatureInfo:
+    name: str
+    method_name: str
+    inputs: dict[str, TensorInfo]
+    outputs: dict[str, TensorInfo]
+
+
+@dataclass(frozen=True)
+class SparseFeed:
+    """The three tensors a VarLenFeature's SparseTensor is made of, as ParseExample outputs them."""
+
+    indices: str
+    values: str
+    dense_shape: str
+
+
+@dataclass
+class ParseSpec:
+    """The parse op in front of a signature: the serialized input it reads and the tensors it produces."""
+
+    serialized_input: str  # signature input key that holds the serialized tf.Examples
+    features: dict[str, FeatureSpec] = field(default_factory=dict)
+    dense: dict[str, str] = field(default_factory=dict)  # feature -> dense output tensor name
+    sparse: dict[str, SparseFeed] = field(default_factory=dict)
+    prunable: bool = True  # False when the model also reads the serialized strings some other way
+    why_not: str = ""
+
+
+def resolve_export_dir(path: str | os.PathLike[str]) -> Path:
+    """A SavedModel directory, or the highest numeric version under a base directory (as TF Serving does)."""
+    base = Path(path)
+    if not base.exists():
+        raise ModelLoadError(f"No such export: {base}")
+    if not base.is_dir():
+        raise ModelLoadError(f"Not a SavedModel directory: {base} is a file")
+    if any((base / name).is_file() for name in SAVED_MODEL_FILES):
+        return base
+    versions = [
+        p for p in base.iterdir() if p.is_dir() and p.name.isdigit() and _has_saved_model(p)
+    ]
+    if not versions:
+        raise ModelLoadError(
+            f"Not a SavedModel: {base} has no saved_model.pb and no numeric version directories holding one"
+        )
+    return max(versions, key=lambda p: int(p.name))
+
+
+def _has_saved_model(path: Path) -> bool:
+    return any((path / name).is_file() for name in SAVED_MODEL_FILES)
+
+
+def read_tags(export_dir: Path) -> list[set[str]]:
+    """The tag sets of the meta graphs in a SavedModel."""
+    proto = saved_model_pb2.SavedModel()
+    pb = export_dir / "saved_model.pb"
+    try:
+        if pb.is_file():
+            proto.ParseFromString(pb.read_bytes())
+        else:
+            from google.protobuf import text_format
+
+            text_format.Parse((export_dir / "saved_model.pbtxt").read_text(), proto)
+    except Exception as exc:  # a corrupt file: protobuf raises DecodeError and friends
+        raise ModelLoadError(f"Not a valid SavedModel: {export_dir}: {exc}") from exc
+    return [set(mg.meta_info_def.tags) for mg in proto.meta_graphs]
+
+
+def choose_tags(export_dir: Path) -> list[str]:
+    tag_sets = read_tags(export_dir)
+    if not tag_sets:
+        raise ModelLoadError(f"Not a valid SavedModel: {export_dir} holds no meta graph")
+    for tags in tag_sets:
+        if tags == {"serve"}:
+            return ["serve"]
+    for tags in tag_sets:
+        if "serve" in tags and "gpu" not in tags and "tpu" not in tags:
+            return sorted(tags)
+    return sorted(tag_sets[0])
+
+
+def session_config(
+    intra_op_threads: int | None = None, inter_op_threads: int | None = None, xla: bool = False
+) -> Any:
+    config = tf.compat.v1.ConfigProto()
+    if intra_op_threads:
+        config.intra_op_parallelism_threads = intra_op_threads
+    if inter_op_threads:
+        config.inter_op_parallelism_threads = inter_op_threads
+    if xla:
+        config.graph_options.optimizer_options.global_jit_level = tf.compat.v1.OptimizerOptions.ON_1
+    return config
+
+
+def load_session(export_dir: Path, config: Any) -> tuple[Any, Any, Any]:
+    """Load the export into a fresh graph and session; returns (graph, session, meta_graph_def)."""
+    tags = choose_tags(export_dir)
+    graph = tf.Graph()
+    session = tf.compat.v1.Session(graph=graph, config=config)
+    tf_log = tf.get_logger()
+    level = tf_log.level
+    tf_log.setLevel(logging.ERROR)  # the v1 loader warns it is deprecated on every load
+    try:
+        with graph.as_default():
+            meta = tf.compat.v1.saved_model.loader.load(session, tags, str(export_dir))
+    except Exception as exc:
+        session.close()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"Cannot load SavedModel {export_dir}: {first}") from exc
+    finally:
+        tf_log.setLevel(level)
+    return graph, session, meta
+
+
+def signatures_of(meta: Any) -> dict[str, SignatureInfo]:
+    result = {}
+    for key, sig in meta.signature_def.items():
+        if key.startswith("__"):  # __saved_model_init_op and friends are not callable signatures
+            continue
+        result[key] = SignatureInfo(
+            name=key,
+            method_name=sig.method_name,
+            inputs={k: _tensor_info(k, v) for k, v in sig.inputs.items()},
+            outputs={k: _tensor_info(k, v) for k, v in sig.outputs.items()},
+        )
+    return result
+
+
+def _tensor_info(key: str, info: Any) -> TensorInfo:
+    dtype = tf.dtypes.as_dtype(info.dtype).name if info.dtype else "unknown"
+    if info.tensor_shape.unknown_rank:
+        shape = None
+    else:
+        shape = tuple(None if d.size < 0 else int(d.size) for d in info.tensor_shape.dim)
+    return TensorInfo(name=key, dtype=dtype, shape=shape, tensor_name=info.name or "")
+
+
+def find_parse_spec(graph: Any, session: Any, signature: SignatureInfo) -> ParseSpec | None:
+    """The tf.Example parse op fed by this signature's string input, or None for a raw signature."""
+    string_inputs = {k: v for k, v in signature.inputs.items() if v.dtype == "string" and v.tensor_name}
+    if len(signature.inputs) != 1 or len(string_inputs) != 1:
+        return None
+    (key, info), = string_inputs.items()
+    serialized = graph.get_tensor_by_name(info.tensor_name)
+    parse_ops = [op for op in _consumers(serialized) if op.type in PARSE_OPS]
+    if len(parse_ops) != 1:
+        return None
+    op = parse_ops[0]
+    spec = _read_parse_op(op, session)
+    spec.serialized_input = key
+    if spec.prunable:
+        outputs = [graph.get_tensor_by_name(t.tensor_name) for t in signature.outputs.values()]
+        if _reaches(outputs, stop=set(op.outputs), target=serialized.op):
+            spec.prunable = False
+            spec.why_not = "the model reads the serialized tf.Examples other than through ParseExample"
+    return spec
+
+
+def _consumers(tensor: Any) -> list[Any]:
+    """Ops that read `tensor`, looking through Identity ops."""
+    found = []
+    for op in tensor.consumers():
+        if op.type == "Identity":
+            found.extend(_consumers(op.outputs[0]))
+        else:
+            found.append(op)
+    return found
+
+
+def _reaches(outputs: Iterable[Any], stop: set[Any], target: Any) -> bool:
+    """Does any of `outputs` depend on op `target` along a path that avoids the tensors in `stop`?"""
+    seen: set[Any] = set()
+    todo = [t.op for t in outputs if t not in stop]
+    while todo:
+        op = todo.pop()
+        if op in seen:
+            continue
+        seen.add(op)
+        if op is target:
+            return True
+        todo.extend(t.op for t in op.inputs if t not in stop)
+        todo.extend(op.control_inputs)
+    return False
+
+
+def _read_parse_op(op: Any, session: Any) -> ParseSpec:
+    """Decode the keys, dtypes, shapes and defaults of a ParseExample / ParseExampleV2 op."""
+    spec = ParseSpec(serialized_input="")
+    if op.type == "ParseExampleV2":
+        num_sparse = op.get_attr("num_sparse")
+        dense_types = op.get_attr("Tdense")
+        if op.get_attr("ragged_value_types"):
+            spec.prunable, spec.why_not = False, "ragged features are not fed directly"
+        sparse_keys, dense_keys = session.run([op.inputs[2], op.inputs[3]])
+        defaults_in = list(op.inputs[5 : 5 + len(dense_types)])
+    else:  # ParseExample (v1): serialized, names, sparse_keys[Nsparse], dense_keys[Ndense], dense_defaults
+        num_sparse = op.get_attr("Nsparse")
+        dense_types = op.get_attr("Tdense")
+        n_dense = len(dense_types)
+        keys = session.run(list(op.inputs[2 : 2 + num_sparse + n_dense]))
+        sparse_keys, dense_keys = keys[:num_sparse], keys[num_sparse:]
+        defaults_in = list(op.inputs[2 + num_sparse + n_dense :])
+    sparse_types = op.get_attr("sparse_types")
+    dense_shapes = op.get_attr("dense_shapes")
+    defaults = session.run(defaults_in) if defaults_in else []
+    out = op.outputs
+    for i, key in enumerate(_names(sparse_keys)):
+        spec.features[key] = FeatureSpec(key, tf.dtypes.as_dtype(sparse_types[i]).name, (None,), "varlen")
+        spec.sparse[key] = SparseFeed(
+            out[i].name, out[num_sparse + i].name, out[2 * num_sparse + i].name
+        )
+    for j, key in enumerate(_names(dense_keys)):
+        shape = tuple(None if d < 0 else int(d) for d in tf.TensorShape(dense_shapes[j]).as_list())
+        if any(d is None for d in shape):
+            spec.prunable, spec.why_not = False, f"feature {key!r} has a variable-length dense shape"
+        default = defaults[j]
+        value = None if default.size == 0 else _plain(default)
+        dtype = tf.dtypes.as_dtype(dense_types[j]).name
+        spec.features[key] = FeatureSpec(key, dtype, shape, "dense", value)
+        spec.dense[key] = out[3 * num_sparse + j].name
+    return spec
+
+
+def _names(keys: Any) -> list[str]:
+    return [k.decode() if isinstance(k, bytes) else str(k) for k in list(keys)]
+
+
+def _plain(value: Any) -> Any:
+    """A default value as plain Python (scalar or flat list) for display and filling."""
+    flat = value.reshape(-1).tolist()
+    flat = [v.decode() if isinstance(v, bytes) else v for v in flat]
+    return flat[0] if len(flat) == 1 else flat
