@@ -148,8 +148,18 @@ def _from_sequence(name: str, values: Any) -> Column:
         if type(values).__name__ == "Series":
             return pa.Array.from_pandas(values)
         return pa.array(values, from_pandas=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
-        raise InputError(f"Column {name!r}: cannot read its values as one type ({exc})") from exc
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+        # Mixed types (e.g. "abc" among floats): read every cell as text, so that the cast to the
+        # feature's type names the row that does not fit.
+        try:
+            cells = values.tolist() if hasattr(values, "tolist") else list(values)
+            return pa.array([None if _missing(v) else str(v) for v in cells], type=pa.string())
+        except Exception as exc:
+            raise InputError(f"Column {name!r}: cannot read its values ({exc})") from exc
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -210,7 +220,7 @@ def _dense(column: Column, spec: FeatureSpec, num_rows: int) -> np.ndarray:
         return _numpy_cast(column, spec).reshape((num_rows, *shape))
     if _is_list_type(column.type):
         return _dense_from_lists(column, spec, shape, size, num_rows)
-    if size != 1 and pa.types.is_string(column.type) or pa.types.is_large_string(column.type) and size != 1:
+    if size != 1 and (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
         return _dense_from_lists(_parse_json_lists(column, spec), spec, shape, size, num_rows)
     if size != 1:
         raise InputError(

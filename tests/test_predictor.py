@@ -1,0 +1,175 @@
+"""Predictor behaviour beyond parity: errors, missing values, threads, single rows, inspect."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from tfpredict import InputError, ModelLoadError, Predictor
+
+from .conftest import EXPORTS, assert_matches, load_fixture
+
+DNN = load_fixture("dnn_binary")
+
+
+@pytest.fixture(scope="module")
+def dnn() -> Predictor:
+    predictor = Predictor.load(DNN.export)
+    yield predictor
+    predictor.close()
+
+
+def test_base_dir_takes_highest_version(tmp_path) -> None:
+    import shutil
+
+    version = next(DNN.export.iterdir())
+    shutil.copytree(version, tmp_path / "7")
+    shutil.copytree(version, tmp_path / "12")
+    (tmp_path / "99-not-a-version").mkdir()
+    with Predictor.load(tmp_path) as predictor:
+        assert predictor.version == 12
+        assert predictor.export_dir == tmp_path / "12"
+
+
+def test_inputs_are_the_parsed_features(dnn: Predictor) -> None:
+    assert "examples" not in dnn.inputs
+    assert set(dnn.inputs) >= {"age", "color"}
+    kinds = {spec.kind for spec in dnn.inputs.values()}
+    assert kinds <= {"dense", "varlen"}
+    assert "predict" in dnn.signatures and dnn.signature == "predict"
+
+
+def _frame(dnn: Predictor):
+    return DNN.read_csv(dnn)
+
+
+def test_missing_required_column(dnn: Predictor) -> None:
+    required = [k for k, f in dnn.inputs.items() if f.required]
+    assert required, "dnn_binary should have a required dense feature"
+    frame = _frame(dnn).drop(columns=[required[0]])
+    with pytest.raises(InputError, match=required[0]):
+        dnn.predict(frame)
+
+
+def test_string_in_float_column_names_row_and_feature(dnn: Predictor) -> None:
+    name = next(k for k, f in dnn.inputs.items() if f.kind == "dense" and f.dtype == "float32")
+    frame = _frame(dnn)
+    frame[name] = frame[name].astype(object)
+    frame.loc[3, name] = "abc"
+    with pytest.raises(InputError, match=rf"Row 3: feature '{name}' expects float32, found 'abc'"):
+        dnn.predict(frame)
+
+
+def test_wrong_shape(dnn: Predictor) -> None:
+    name = next(k for k, f in dnn.inputs.items() if f.kind == "dense")
+    rows = _frame(dnn).head(2)
+    data = {k: rows[k].tolist() for k in rows.columns}
+    data[name] = [[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]
+    with pytest.raises(InputError, match=name):
+        dnn.predict(data)
+
+
+def test_missing_required_value(dnn: Predictor) -> None:
+    name = next(k for k, f in dnn.inputs.items() if f.required)
+    frame = _frame(dnn)
+    frame.loc[5, name] = None
+    with pytest.raises(InputError, match=rf"Row 5: feature '{name}' is missing"):
+        dnn.predict(frame)
+
+
+def test_not_a_saved_model(tmp_path) -> None:
+    with pytest.raises(ModelLoadError, match="Not a SavedModel"):
+        Predictor.load(tmp_path)
+    with pytest.raises(ModelLoadError, match="No such export"):
+        Predictor.load(tmp_path / "nope")
+    (tmp_path / "saved_model.pb").write_bytes(b"\x00garbage\xff")
+    with pytest.raises(ModelLoadError, match="saved"):
+        Predictor.load(tmp_path)
+
+
+def test_no_such_signature() -> None:
+    with pytest.raises(ModelLoadError, match="No signature 'nope'.*predict"):
+        Predictor.load(DNN.export, signature="nope")
+
+
+def test_unknown_output(dnn: Predictor) -> None:
+    with pytest.raises(InputError, match="Unknown output"):
+        dnn.predict(_frame(dnn), outputs=["nope"])
+
+
+def test_single_row_dict_of_scalars(dnn: Predictor) -> None:
+    frame = _frame(dnn)
+    row = {k: v for k, v in frame.iloc[2].to_dict().items() if v == v}
+    got = dnn.predict(row)
+    want = {k: [v[2]] for k, v in DNN.expected.items()}
+    assert_matches(got, want, "single row")
+
+
+def test_output_selection(dnn: Predictor) -> None:
+    got = dnn.predict(_frame(dnn), outputs=["probabilities"])
+    assert list(got) == ["probabilities"]
+    assert_matches(got, {"probabilities": DNN.expected["probabilities"]})
+
+
+def test_empty_input(dnn: Predictor) -> None:
+    got = dnn.predict(_frame(dnn).head(0))
+    assert all(len(v) == 0 for v in got.values())
+
+
+def test_concurrent_callers_get_their_own_answers(dnn: Predictor) -> None:
+    frame = _frame(dnn)
+    errors: list[BaseException] = []
+
+    def worker(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        try:
+            for _ in range(20):
+                idx = np.sort(rng.choice(len(frame), size=rng.integers(1, len(frame)), replace=False))
+                got = dnn.predict(frame.iloc[idx])
+                want = {k: [v[i] for i in idx] for k, v in DNN.expected.items()}
+                assert_matches(got, want, f"thread {seed}")
+        except BaseException as exc:  # noqa: BLE001 - reported to the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+
+
+def test_threading_options() -> None:
+    with Predictor.load(DNN.export, intra_op_threads=1, inter_op_threads=1) as predictor:
+        assert_matches(predictor.predict(DNN.read_csv(predictor)), DNN.expected)
+
+
+def test_inspect_cli_json() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "tfpredict", "inspect", str(DNN.export), "--json"],
+        capture_output=True, text=True, check=True,
+    )
+    info = json.loads(out.stdout)
+    assert info["path"] == "features"
+    assert info["default_signature"] == "predict"
+    assert "examples" in info["signatures"]["predict"]["inputs"]
+    assert "age" in info["signatures"]["predict"]["features"]
+    assert out.stderr == ""
+
+
+def test_inspect_cli_error_is_one_line(tmp_path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "tfpredict", "inspect", str(tmp_path)], capture_output=True, text=True
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0
+    assert "Not a SavedModel" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_fixture_exports_exist() -> None:
+    assert (EXPORTS / "dnn_binary" / "expected.json").is_file()
