@@ -11,6 +11,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Predictor",
+    "PredictResult",
+    "predict_files",
     "errors",
     "TfpredictError",
     "ModelLoadError",
@@ -22,10 +24,15 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from .pipeline import PredictResult, predict_files
     from .predictor import Predictor
 
 # TensorFlow takes ~3 s to import: load it only when a name that needs it is first used.
-_LAZY = {"Predictor": ("predictor", "Predictor")}
+_LAZY = {
+    "Predictor": ("predictor", "Predictor"),
+    "predict_files": ("pipeline", "predict_files"),
+    "PredictResult": ("pipeline", "PredictResult"),
+}
 
 
 def __getattr__(name: str) -> Any:

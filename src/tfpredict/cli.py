@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _subcommands() -> list[Callable[[Any], None]]:
     """Subcommands living in their own modules (each adds its parser and sets `run`)."""
-    registered: list[Callable[[Any], None]] = []
+    from .pipeline_cli import add_predict_parser
+
+    registered: list[Callable[[Any], None]] = [add_predict_parser]
     return registered
 
 

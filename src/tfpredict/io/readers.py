@@ -373,7 +373,10 @@ def read_csv(
             read_options=pacsv.ReadOptions(use_threads=True, block_size=block_size),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid),
             convert_options=pacsv.ConvertOptions(
-                column_types=read_types, include_columns=wanted, strings_can_be_null=False
+                column_types=read_types,
+                include_columns=wanted,
+                # An empty cell is a missing value (the feature is absent from the row), also for text.
+                strings_can_be_null=True,
             ),
         )
     except pa.ArrowInvalid as e:
@@ -548,7 +551,9 @@ def read_jsonl(
     block_size: int = 4 << 20,
 ) -> Iterator[Chunk]:
     """Stream a JSON Lines file with Arrow's block-wise JSON reader (bounded memory), typed by the schema."""
-    fields = [pa.field(n, column_type(s, "jsonl") or pa.string()) for n, s in schema.items()]
+    # Scalar features get the model's type; multi-valued ones are left to the reader (a categorical
+    # feature may come as "red" or ["red", "blue"]) and the core converts either.
+    fields = [pa.field(n, value_type(s)) for n, s in schema.items() if _scalar(s)]
     try:
         stream = pa.input_stream(str(file.path), compression="gzip" if file.compression else None)
         reader = pajson.open_json(

@@ -152,7 +152,7 @@ def outputs_to_batch(
         if keep is not None and f.name in keep.schema.names and f.name not in outputs:
             col = keep.column(f.name)
         else:
-            col = column_from_numpy(outputs[f.name])
+            col = column_from_numpy(outputs[f.name], squeeze=not _is_list(f.type))
         if col.type != f.type:
             try:
                 col = col.cast(f.type)
@@ -320,6 +320,9 @@ def write_atomically(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise OutputError(f"{target}: cannot create a file in {parent}: {e.strerror}") from None
     os.close(fd)
     tmp = Path(tmp_name)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the output should get the usual permissions
     try:
         yield tmp
         os.replace(tmp, target)

@@ -1,0 +1,137 @@
+"""`tfpredict predict EXPORT INPUT... -o OUTPUT`: argument parsing, progress bar, signals; the work is pipeline.py."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from .errors import UsageError
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind like Ctrl-C (temporary output removed), then exit 143."""
+
+
+def add_predict_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "predict",
+        help="predict every row of CSV / Parquet / JSON Lines / TFRecord files into one output file",
+        description=(
+            "Stream files of any size through an export: reading, feature conversion, the model and writing "
+            "overlap in threads; output rows are in input order; the output appears only when complete."
+        ),
+    )
+    p.add_argument("export", help="SavedModel version directory, or a base directory of numeric versions")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="files, globs or directories (.csv[.gz], .parquet, .jsonl[.gz], .tfrecord[.gz])")
+    p.add_argument("-o", "--output", required=True,
+                   help="output file; format from its extension: .parquet (default), .csv, .jsonl")
+    p.add_argument("--signature", help="signature to call (default: predict, else serving_default)")
+    p.add_argument("--outputs", help="comma-separated model outputs to write (default: all)")
+    p.add_argument("--keep", nargs="+", default=[], metavar="COL", help="input columns (ids) to copy to the output")
+    p.add_argument("--batch-size", type=int, default=None, help="rows per model call (default: 8192, measured)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="TensorFlow intra-op threads (default: all cores)")
+    p.add_argument("--inter-op-threads", type=int, default=None, help="TensorFlow inter-op threads")
+    p.add_argument("--xla", action="store_true", help="jit-compile the model with XLA where the export allows it")
+    p.add_argument("--bad-rows", metavar="FILE",
+                   help="write rows that cannot be read or converted here (.jsonl or .csv) and carry on")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    p.set_defaults(run=run_predict)
+
+
+class _Progress:
+    """tqdm bar with rows/s and ETA on a terminal; nothing otherwise (the summary line is printed at the end)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+        self._lock = threading.Lock()
+        self._bytes = 0
+        self._total_rows: int | None = None
+
+    def start(self, files: list[Any]) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        from .io.readers import estimate_rows
+
+        self._total_rows = estimate_rows(files)
+        self.bar = tqdm(total=self._total_rows, unit=" rows", unit_scale=True, file=sys.stderr,
+                        dynamic_ncols=True, smoothing=0.1)
+        if self._total_rows is None:
+            self._bytes = sum(f.path.stat().st_size * (4 if f.compression else 1) for f in files)
+
+    def update(self, rows: int) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(rows)
+        if self._total_rows is None and self._bytes and self.bar.n >= 8192 and self.bar.total is None:
+            pass  # unknown total (CSV/JSON/TFRecord): rows/s without an ETA
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@contextmanager
+def _signals() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C (so the temporary output is removed) and exits 143."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from .pipeline import predict_files
+
+    outputs = [o.strip() for o in args.outputs.split(",") if o.strip()] if args.outputs else None
+    if args.threads is not None and args.threads < 1:
+        raise UsageError("--threads must be at least 1")
+    progress = _Progress(enabled=not args.quiet and sys.stderr.isatty())
+    try:
+        with _signals():
+            result = predict_files(
+                args.export,
+                args.inputs,
+                args.output,
+                signature=args.signature,
+                outputs=outputs,
+                keep=args.keep,
+                batch_size=args.batch_size,
+                threads=args.threads,
+                inter_op_threads=args.inter_op_threads,
+                xla=args.xla,
+                bad_rows=args.bad_rows,
+                progress=progress.update,
+                on_start=progress.start,
+            )
+    except Terminated:
+        progress.close()
+        if getattr(args, "debug", False):
+            raise
+        print("tfpredict: terminated", file=sys.stderr)
+        return 143
+    finally:
+        progress.close()
+    if not args.quiet:
+        print(f"tfpredict: {result.summary()}", file=sys.stderr)
+    return 0
+
+
+__all__ = ["add_predict_parser", "run_predict"]
