@@ -329,7 +329,7 @@ def _cast_error(column: pa.Array, spec: FeatureSpec, exc: Exception) -> InputErr
 
 def _to_numpy(column: pa.Array, spec: FeatureSpec) -> np.ndarray:
     if spec.dtype == "string":
-        return column.to_numpy(zero_copy_only=False).astype(object)
+        return column.to_numpy(zero_copy_only=False)
     return column.to_numpy(zero_copy_only=False)
 
 
