@@ -179,6 +179,10 @@ _NUMERIC = {
 }
 
 
+def _is_list(t: pa.DataType) -> bool:
+    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+
+
 def _scalar(spec: FeatureSpec) -> bool:
     return spec.kind != "varlen" and all(d == 1 for d in spec.shape)
 
@@ -524,8 +528,8 @@ def _cast_to_schema(
         if target is not None and col.type != target:
             if pa.types.is_string(target) and not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
                 pass  # a non-text column for a string feature: the core names it clearly
-            elif pa.types.is_list(target) and pa.types.is_string(col.type):
-                pass  # JSON-list text: the core parses it
+            elif pa.types.is_list(target) and not _is_list(col.type):
+                pass  # one value per row, or JSON-list text, for a multi-valued feature: the core handles it
             else:
                 try:
                     col = pc.cast(col, target)
