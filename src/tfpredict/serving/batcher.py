@@ -1,0 +1,207 @@
+"""Dynamic batching: concurrent small requests for the same signature are merged into one model call.
+
+A request becomes a Task holding its inputs (a dict of arrays sharing a first, batch dimension, or a list
+of row dicts) and a Future. Batch threads take the oldest task and every queued task with the same key,
+up to max_batch_size rows, waiting at most batch_timeout_micros for a batch to fill; one model call
+answers them all and each Future gets its own slice of the outputs. A full queue sheds load at once
+with RESOURCE_EXHAUSTED instead of letting latency grow without bound.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future
+from typing import Any
+
+import numpy as np
+
+from .config import BatchingParameters
+from .status import ServingError
+
+log = logging.getLogger(__name__)
+
+Outputs = dict[str, np.ndarray]
+
+
+class Task:
+    __slots__ = ("key", "data", "size", "future", "enqueued")
+
+    def __init__(self, key: Hashable, data: Any, size: int) -> None:
+        self.key = key
+        self.data = data
+        self.size = size
+        self.future: Future[Outputs] = Future()
+        self.enqueued = time.perf_counter()
+
+
+def merge(items: list[Any]) -> Any:
+    """Concatenate the inputs of several tasks along the batch dimension."""
+    if len(items) == 1:
+        return items[0]
+    if isinstance(items[0], list):
+        return [row for item in items for row in item]
+    return {k: np.concatenate([item[k] for item in items]) for k in items[0]}
+
+
+def pad(data: Any, size: int, target: int) -> Any:
+    """Grow a batch to an allowed size by repeating its first row (the padding rows are dropped later)."""
+    extra = target - size
+    if extra <= 0:
+        return data
+    if isinstance(data, list):
+        return data + [data[0]] * extra
+    return {k: np.concatenate([v, np.repeat(v[:1], extra, axis=0)]) for k, v in data.items()}
+
+
+def split(outputs: Outputs, sizes: list[int], total: int) -> list[Outputs]:
+    """One output dict per task: each output with the batch's first dimension is sliced."""
+    parts = []
+    offset = 0
+    for size in sizes:
+        parts.append(
+            {
+                k: v[offset : offset + size] if getattr(v, "ndim", 0) and v.shape[0] == total else v
+                for k, v in outputs.items()
+            }
+        )
+        offset += size
+    return parts
+
+
+class Batcher:
+    """Batching queue and threads for one loaded model version."""
+
+    def __init__(
+        self,
+        params: BatchingParameters,
+        run: Callable[[Hashable, Any], Outputs],
+        name: str = "model",
+        on_batch: Callable[[int, list[float]], None] | None = None,
+    ) -> None:
+        self.params = params
+        self._run = run
+        self._on_batch = on_batch
+        self._queue: collections.deque[Task] = collections.deque()
+        self._queued_rows = 0
+        self._max_queued_rows = params.max_batch_size * params.max_enqueued_batches
+        self._cond = threading.Condition()
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"batch-{name}-{i}", daemon=True)
+            for i in range(params.num_batch_threads)
+        ]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, key: Hashable, data: Any, size: int) -> Future[Outputs]:
+        task = Task(key, data, size)
+        with self._cond:
+            if self._closed:
+                raise ServingError("UNAVAILABLE", "The model version is being unloaded; retry the request")
+            if self._queued_rows + size > self._max_queued_rows and self._queue:
+                raise ServingError(
+                    "RESOURCE_EXHAUSTED",
+                    "The batch scheduling queue to which this task was submitted is full "
+                    f"({self._queued_rows} rows queued, limit {self._max_queued_rows} = "
+                    "max_batch_size x max_enqueued_batches)",
+                )
+            self._queue.append(task)
+            self._queued_rows += size
+            self._cond.notify()
+        return task.future
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop taking tasks; the threads finish what is queued, then exit."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    # ------------------------------------------------------------------ batch threads
+    def _take(self) -> list[Task] | None:
+        p = self.params
+        timeout = p.batch_timeout_micros / 1e6
+        with self._cond:
+            while not self._queue:
+                if self._closed:
+                    return None
+                self._cond.wait()
+            first = self._queue[0]
+            if timeout > 0 and first.size < p.max_batch_size:
+                deadline = first.enqueued + timeout
+                while not self._closed:
+                    if self._rows_for(first.key) >= p.max_batch_size:
+                        break
+                    remaining = deadline - time.perf_counter()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+                    if not self._queue or self._queue[0] is not first:
+                        break  # another batch thread took it; start over with the new oldest task
+                if not self._queue or self._queue[0] is not first:
+                    return []
+            taken = [self._queue.popleft()]
+            rows = first.size
+            if rows < p.max_batch_size:
+                kept: list[Task] = []
+                while self._queue:
+                    task = self._queue.popleft()
+                    if task.key == first.key and rows + task.size <= p.max_batch_size:
+                        taken.append(task)
+                        rows += task.size
+                        if rows == p.max_batch_size:
+                            break
+                    else:
+                        kept.append(task)
+                self._queue.extendleft(reversed(kept))
+            self._queued_rows -= rows
+            if self._queue:
+                self._cond.notify()
+            return taken
+
+    def _rows_for(self, key: Hashable) -> int:
+        return sum(t.size for t in self._queue if t.key == key)
+
+    def _loop(self) -> None:
+        while True:
+            tasks = self._take()
+            if tasks is None:
+                return
+            if tasks:
+                self._execute(tasks)
+
+    def _execute(self, tasks: list[Task]) -> None:
+        sizes = [t.size for t in tasks]
+        total = sum(sizes)
+        try:
+            data = merge([t.data for t in tasks])
+            target = _allowed_size(total, self.params.allowed_batch_sizes)
+            outputs = self._run(tasks[0].key, pad(data, total, target))
+            if target > total:
+                outputs = {
+                    k: v[:total] if getattr(v, "ndim", 0) and v.shape[0] == target else v
+                    for k, v in outputs.items()
+                }
+        except BaseException as exc:  # every waiting request must hear about the failure
+            for t in tasks:
+                if not t.future.done():
+                    t.future.set_exception(exc)
+            return
+        if self._on_batch is not None:
+            now = time.perf_counter()
+            self._on_batch(total, [now - t.enqueued for t in tasks])
+        for t, part in zip(tasks, split(outputs, sizes, total)):
+            t.future.set_result(part)
+
+
+def _allowed_size(size: int, allowed: tuple[int, ...]) -> int:
+    for s in allowed:
+        if s >= size:
+            return s
+    return size

@@ -1,0 +1,230 @@
+"""TF Serving's gRPC services (PredictionService, ModelService) on grpc.aio, with the API package's types."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    inference_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    regression_pb2,
+)
+
+from . import proto_codec
+from .config import model_configs_from_proto
+from .inference import (
+    CLASSIFY_METHOD,
+    REGRESS_METHOD,
+    Classify,
+    InferenceService,
+    Predict,
+    Regress,
+    Spec,
+    signature_of,
+)
+from .metrics import Metrics
+from .status import ServingError, as_serving_error, invalid
+
+log = logging.getLogger(__name__)
+
+
+def _spec(model_spec: Any) -> Spec:
+    which = model_spec.WhichOneof("version_choice")
+    if not model_spec.name:
+        raise invalid("Missing ModelSpec.name")
+    version = model_spec.version.value if which == "version" else None
+    label = model_spec.version_label if which == "version_label" else None
+    return Spec(model_spec.name, version, label, model_spec.signature_name)
+
+
+def _fill_spec(out: Any, name: str, version: int, signature: str) -> None:
+    out.name = name
+    out.version.value = version
+    out.signature_name = signature
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, service: InferenceService, metrics: Metrics) -> None:
+        self.service = service
+        self.metrics = metrics
+
+    async def _answer(self, api: str, request: Any, context: Any, fn: Callable[[], Awaitable[Any]]) -> Any:
+        start = time.perf_counter()
+        model = getattr(getattr(request, "model_spec", None), "name", "")
+        try:
+            response = await fn()
+        except Exception as exc:
+            err = as_serving_error(exc)
+            self.metrics.record_request(model, api, "GRPC", err.code, 0)
+            await context.abort(err.grpc_code, err.message)
+        self.metrics.record_request(model, api, "GRPC", "OK", (time.perf_counter() - start) * 1e6)
+        return response
+
+    async def Predict(self, request: predict_pb2.PredictRequest, context: Any) -> predict_pb2.PredictResponse:
+        return await self._answer("predict", request, context, lambda: self._predict(request))
+
+    async def _predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+        spec = _spec(request.model_spec)
+        servable = self.service.servable(spec)
+        with servable:
+            sig = signature_of(servable, spec.signature)
+            inputs = {k: proto_codec.to_ndarray(v, k) for k, v in request.inputs.items()}
+            call = Predict.prepare(servable, sig, inputs, list(request.output_filter))
+            outputs = await self.service.run(servable, call)
+        response = predict_pb2.PredictResponse()
+        _fill_spec(response.model_spec, spec.name, servable.version, sig.name)
+        for k, v in outputs.items():
+            proto_codec.from_ndarray(v, response.outputs[k])
+        return response
+
+    async def Classify(self, request: Any, context: Any) -> classification_pb2.ClassificationResponse:
+        return await self._answer("classify", request, context, lambda: self._classify(request))
+
+    async def _classify(self, request: Any, examples: Any = None) -> classification_pb2.ClassificationResponse:
+        spec = _spec(request.model_spec)
+        if examples is None:
+            examples = proto_codec.serialized_examples(request.input)
+        servable = self.service.servable(spec)
+        with servable:
+            sig = signature_of(servable, spec.signature)
+            outputs = await self.service.run(servable, Classify.prepare(servable, sig, None, examples))
+        classes, scores = Classify.finish(outputs, len(examples))
+        response = classification_pb2.ClassificationResponse()
+        _fill_spec(response.model_spec, spec.name, servable.version, sig.name)
+        k = (classes if classes is not None else scores).shape[1]  # type: ignore[union-attr]
+        for i in range(len(examples)):
+            c = response.result.classifications.add()
+            for j in range(k):
+                cl = c.classes.add()
+                if classes is not None:
+                    label = classes[i, j]
+                    cl.label = label.decode("utf-8", "replace") if isinstance(label, bytes) else str(label)
+                if scores is not None:
+                    cl.score = float(scores[i, j])
+        return response
+
+    async def Regress(self, request: Any, context: Any) -> regression_pb2.RegressionResponse:
+        return await self._answer("regress", request, context, lambda: self._regress(request))
+
+    async def _regress(self, request: Any, examples: Any = None) -> regression_pb2.RegressionResponse:
+        spec = _spec(request.model_spec)
+        if examples is None:
+            examples = proto_codec.serialized_examples(request.input)
+        servable = self.service.servable(spec)
+        with servable:
+            sig = signature_of(servable, spec.signature)
+            outputs = await self.service.run(servable, Regress.prepare(servable, sig, None, examples))
+        values = Regress.finish(outputs, len(examples))
+        response = regression_pb2.RegressionResponse()
+        _fill_spec(response.model_spec, spec.name, servable.version, sig.name)
+        for v in values.tolist():
+            response.result.regressions.add().value = v
+        return response
+
+    async def MultiInference(self, request: Any, context: Any) -> inference_pb2.MultiInferenceResponse:
+        return await self._answer("multi_inference", request, context, lambda: self._multi(request))
+
+    async def _multi(self, request: Any) -> inference_pb2.MultiInferenceResponse:
+        if not request.tasks:
+            raise invalid("MultiInferenceRequest must contain at least one task")
+        names = {t.model_spec.name for t in request.tasks}
+        if len(names) != 1:
+            raise invalid("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+        signatures = [t.model_spec.signature_name or "serving_default" for t in request.tasks]
+        if len(set(signatures)) != len(signatures):
+            raise invalid("Duplicate evaluation of signature: " + ", ".join(signatures))
+        examples = proto_codec.serialized_examples(request.input)
+        response = inference_pb2.MultiInferenceResponse()
+        for task in request.tasks:
+            result = response.results.add()
+            if task.method_name == CLASSIFY_METHOD:
+                r = await self._classify(task, examples)
+                result.classification_result.CopyFrom(r.result)
+            elif task.method_name == REGRESS_METHOD:
+                r = await self._regress(task, examples)
+                result.regression_result.CopyFrom(r.result)
+            else:
+                raise ServingError("UNIMPLEMENTED", f"Unsupported signature method_name: {task.method_name}")
+            result.model_spec.CopyFrom(r.model_spec)
+        return response
+
+    async def GetModelMetadata(self, request: Any, context: Any) -> get_model_metadata_pb2.GetModelMetadataResponse:
+        return await self._answer("metadata", request, context, lambda: self._metadata(request))
+
+    async def _metadata(self, request: Any) -> get_model_metadata_pb2.GetModelMetadataResponse:
+        if not request.metadata_field:
+            raise invalid("GetModelMetadataRequest must specify at least one metadata_field")
+        for f in request.metadata_field:
+            if f != "signature_def":
+                raise invalid(f"Metadata field {f} is not supported")
+        spec = _spec(request.model_spec)
+        servable = self.service.servable(spec)
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = spec.name
+        response.model_spec.version.value = servable.version
+        packed = any_pb2.Any()
+        packed.Pack(servable.signature_defs)
+        response.metadata["signature_def"].CopyFrom(packed)
+        return response
+
+
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, service: InferenceService, reload: Callable[[list[Any]], None]) -> None:
+        self.service = service
+        self.reload = reload
+
+    async def GetModelStatus(self, request: Any, context: Any) -> get_model_status_pb2.GetModelStatusResponse:
+        try:
+            spec = _spec(request.model_spec)
+            statuses = self.service.manager.status(spec.name, spec.version, spec.label)
+        except Exception as exc:
+            err = as_serving_error(exc)
+            await context.abort(err.grpc_code, err.message)
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for s in statuses:
+            v = response.model_version_status.add()
+            v.version = s.version
+            v.state = get_model_status_pb2.ModelVersionStatus.State.Value(s.state)
+            v.status.error_code = getattr(grpc.StatusCode, s.error_code).value[0]
+            v.status.error_message = s.error_message
+        return response
+
+    async def HandleReloadConfigRequest(self, request: Any, context: Any) -> model_management_pb2.ReloadConfigResponse:
+        response = model_management_pb2.ReloadConfigResponse()
+        try:
+            configs = model_configs_from_proto(request.config)
+            import asyncio
+
+            await asyncio.get_running_loop().run_in_executor(self.service.executor, self.reload, configs)
+        except Exception as exc:
+            err = as_serving_error(exc)
+            response.status.error_code = err.code_number
+            response.status.error_message = err.message
+        return response
+
+
+def create_server(
+    service: InferenceService, metrics: Metrics, reload: Callable[[list[Any]], None], max_message_bytes: int,
+    channel_args: list[tuple[str, Any]] | None = None,
+) -> grpc.aio.Server:
+    options = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", -1),
+        ("grpc.so_reuseport", 0),
+        *(channel_args or []),
+    ]
+    server = grpc.aio.server(options=options)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(service, metrics), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(service, reload), server)
+    return server

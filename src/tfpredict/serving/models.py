@@ -1,0 +1,370 @@
+"""Served models: numeric version directories under each base path, loaded, watched and unloaded.
+
+ModelManager keeps, for every configured model, the state of each version TF Serving's way (START,
+LOADING, AVAILABLE, UNLOADING, END + an error status). A poll thread lists the base paths every
+`file_system_poll_wait_seconds`: versions the policy (latest N / all / specific) wants are loaded,
+versions it no longer wants are unloaded once another version is available, so a hot swap never leaves
+a request without a model. A version that fails to load is logged in one line and marked END with its
+error; the other models and versions keep serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tensorflow_serving.apis import get_model_metadata_pb2
+
+from ..errors import TfpredictError
+from .batcher import Batcher
+from .config import BatchingParameters, ModelConfig
+from .metrics import Metrics
+from .status import ServingError, as_serving_error
+
+log = logging.getLogger(__name__)
+
+START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
+
+# A call's key: (kind, signature, output filter, input layout). kind "tensors" feeds the signature's own
+# input tensors (Predictor.run); kind "rows" feeds feature rows through the core's fast path (Predictor.predict).
+CallKey = tuple[Any, ...]
+
+
+@dataclass
+class VersionStatus:
+    version: int
+    state: str = START
+    error_code: str = "OK"
+    error_message: str = ""
+
+
+class Servable:
+    """One loaded model version: the Predictor, its SignatureDefs, and its batcher when batching is on."""
+
+    def __init__(self, name: str, version: int, path: Path, predictor: Any, signature_defs: Any) -> None:
+        self.name = name
+        self.version = version
+        self.path = path
+        self.predictor = predictor
+        self.signature_defs = signature_defs  # tensorflow.serving.SignatureDefMap
+        self.batcher: Batcher | None = None
+        self._inflight = 0
+        self._idle = threading.Condition()
+
+    def execute(self, key: CallKey, data: Any) -> dict[str, np.ndarray]:
+        kind, signature, outputs = key[0], key[1], key[2]
+        out = list(outputs) if outputs else None
+        if kind == "rows":
+            return self.predictor.predict(data, signature=signature, outputs=out)
+        return self.predictor.run(data, signature=signature, outputs=out)
+
+    def __enter__(self) -> Servable:
+        with self._idle:
+            self._inflight += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._idle:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._idle.notify_all()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Wait for the requests still using this version, then free it."""
+        if self.batcher is not None:
+            self.batcher.close()
+        with self._idle:
+            self._idle.wait_for(lambda: self._inflight == 0, timeout)
+        self.predictor.close()
+
+
+@dataclass
+class _Model:
+    config: ModelConfig
+    status: dict[int, VersionStatus] = field(default_factory=dict)
+    servables: dict[int, Servable] = field(default_factory=dict)
+    failed: dict[int, tuple[Any, ...]] = field(default_factory=dict)  # version -> fingerprint at failure
+
+
+def read_signature_defs(export_dir: Path) -> Any:
+    """The SignatureDefMap of the serving meta graph (what GetModelMetadata answers)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from ..savedmodel import choose_tags
+
+    tags = set(choose_tags(export_dir))
+    proto = saved_model_pb2.SavedModel()
+    pb = export_dir / "saved_model.pb"
+    if pb.is_file():
+        proto.ParseFromString(pb.read_bytes())
+    else:
+        from google.protobuf import text_format
+
+        text_format.Parse((export_dir / "saved_model.pbtxt").read_text(), proto)
+    result = get_model_metadata_pb2.SignatureDefMap()
+    for mg in proto.meta_graphs:
+        if set(mg.meta_info_def.tags) == tags:
+            for k, v in mg.signature_def.items():
+                result.signature_def[k].CopyFrom(v)
+            break
+    return result
+
+
+def list_versions(base_path: str) -> dict[int, Path]:
+    try:
+        entries = list(os.scandir(base_path))
+    except OSError:
+        return {}
+    return {int(e.name): Path(e.path) for e in entries if e.name.isdigit() and e.is_dir()}
+
+
+def _fingerprint(path: Path) -> tuple[Any, ...]:
+    """Changes while a version directory is still being copied in, so a failed load is retried."""
+    count, size, mtime = 0, 0, 0.0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                st = os.stat(os.path.join(root, f))
+            except OSError:
+                continue
+            count += 1
+            size += st.st_size
+            mtime = max(mtime, st.st_mtime)
+    return (count, size, mtime)
+
+
+class ModelManager:
+    """Loads, serves and unloads the versions of the configured models; thread-safe."""
+
+    def __init__(
+        self,
+        configs: list[ModelConfig],
+        *,
+        load_predictor: Callable[[Path], Any],
+        batching: BatchingParameters | None = None,
+        metrics: Metrics | None = None,
+        poll_seconds: float = 1.0,
+        warmup: Callable[[Servable], int] | None = None,
+    ) -> None:
+        self._load_predictor = load_predictor
+        self._batching = batching
+        self._metrics = metrics or Metrics()
+        self._poll_seconds = poll_seconds
+        self._warmup = warmup
+        self._models: dict[str, _Model] = {c.name: _Model(c) for c in configs}
+        self._lock = threading.Lock()  # guards _models and the servables/status dicts
+        self._sync_lock = threading.Lock()  # one sync (poll or reload) at a time
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Load what the configs ask for (blocking, like TF Serving's start-up), then watch the base paths."""
+        self.sync()
+        if self._poll_seconds > 0:
+            self._poller = threading.Thread(target=self._poll, name="model-poller", daemon=True)
+            self._poller.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join(timeout=10)
+        with self._sync_lock:
+            with self._lock:
+                servables = [s for m in self._models.values() for s in m.servables.values()]
+                for m in self._models.values():
+                    m.servables.clear()
+            for s in servables:
+                s.close(timeout=5)
+
+    def reload_config(self, configs: list[ModelConfig]) -> None:
+        """Serve exactly these models from now on (ModelService.HandleReloadConfigRequest / config polling)."""
+        with self._sync_lock:
+            removed: list[Servable] = []
+            with self._lock:
+                wanted = {c.name: c for c in configs}
+                for name in list(self._models):
+                    if name not in wanted:
+                        removed += self._models.pop(name).servables.values()
+                for name, c in wanted.items():
+                    if name in self._models:
+                        self._models[name].config = c
+                    else:
+                        self._models[name] = _Model(c)
+            for s in removed:
+                log.info("Unloading model %s version %d (removed from the config)", s.name, s.version)
+                s.close()
+            self._sync_all()
+
+    def sync(self) -> None:
+        with self._sync_lock:
+            self._sync_all()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self._poll_seconds):
+            try:
+                self.sync()
+            except Exception:  # the poller must survive anything a file system can do
+                log.exception("model poll failed")
+
+    # ------------------------------------------------------------------ loading / unloading
+    def _sync_all(self) -> None:
+        with self._lock:
+            models = list(self._models.values())
+        for model in models:
+            self._sync_model(model)
+
+    def _sync_model(self, model: _Model) -> None:
+        c = model.config
+        on_disk = list_versions(c.base_path)
+        if not on_disk and not model.servables and not model.status:
+            if not os.path.isdir(c.base_path):
+                log.error("Model %s: base path %s does not exist", c.name, c.base_path)
+            else:
+                log.error("Model %s: no numeric version directories under %s", c.name, c.base_path)
+            model.status[-1] = VersionStatus(-1, END, "NOT_FOUND", f"No versions of model {c.name} found under {c.base_path}")
+            return
+        model.status.pop(-1, None)
+        wanted = c.policy.select(list(on_disk))
+        for v in sorted(wanted, reverse=True):  # newest first: it is the one requests go to
+            if v in model.servables:
+                continue
+            path = on_disk[v]
+            if v in model.failed:
+                if model.failed[v] == _fingerprint(path):
+                    continue
+            self._load(model, v, path)
+        with self._lock:
+            available = [v for v in model.servables if v in wanted]
+            stale = [v for v in model.servables if v not in wanted]
+            if not available and stale and on_disk:
+                stale.remove(max(stale))  # keep serving something until a wanted version loads
+            going = [model.servables.pop(v) for v in stale]
+            for s in going:
+                model.status[s.version] = VersionStatus(s.version, UNLOADING)
+        for s in going:
+            log.info("Unloading model %s version %d", s.name, s.version)
+            s.close()
+            with self._lock:
+                model.status[s.version] = VersionStatus(s.version, END)
+        for v in list(model.failed):
+            if v not in on_disk:
+                model.failed.pop(v)
+
+    def _load(self, model: _Model, version: int, path: Path) -> None:
+        name = model.config.name
+        with self._lock:
+            model.status[version] = VersionStatus(version, LOADING)
+        log.info("Loading model %s version %d from %s", name, version, path)
+        start = time.perf_counter()
+        predictor = None
+        try:
+            predictor = self._load_predictor(path)
+            servable = Servable(name, version, path, predictor, read_signature_defs(path))
+            if self._warmup is not None:
+                n = self._warmup(servable)
+                if n:
+                    log.info("Model %s version %d: replayed %d warm-up requests", name, version, n)
+            if self._batching is not None:
+                servable.batcher = Batcher(
+                    self._batching, servable.execute, name=f"{name}-{version}", on_batch=self._batch_observer(name)
+                )
+        except Exception as exc:
+            if predictor is not None:
+                predictor.close()
+            err = as_serving_error(exc) if not isinstance(exc, TfpredictError) else None
+            code = err.code if err is not None else "FAILED_PRECONDITION"
+            message = err.message if err is not None else exc.message  # type: ignore[attr-defined]
+            if err is not None and err.code == "INTERNAL":
+                code = "UNKNOWN"
+            log.error("Model %s version %d at %s failed to load: %s", name, version, path, message)
+            with self._lock:
+                model.status[version] = VersionStatus(version, END, code, message)
+                model.failed[version] = _fingerprint(path)
+            return
+        with self._lock:
+            model.servables[version] = servable
+            model.status[version] = VersionStatus(version, AVAILABLE)
+            model.failed.pop(version, None)
+        micros = (time.perf_counter() - start) * 1e6
+        self._metrics.load_latency.observe(micros, name, str(version))
+        log.info("Model %s version %d is AVAILABLE (loaded in %.1fs)", name, version, micros / 1e6)
+
+    def _batch_observer(self, name: str) -> Callable[[int, list[float]], None]:
+        metrics = self._metrics
+
+        def observe(size: int, waits: list[float]) -> None:
+            metrics.batch_size.observe(size, name)
+            for w in waits:
+                metrics.queue_latency.observe(w * 1e6, name)
+
+        return observe
+
+    # ------------------------------------------------------------------ lookups
+    def names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._models)
+
+    def get(self, name: str, version: int | None = None, label: str | None = None) -> Servable:
+        """The servable a request asks for (latest available, a version, or a label), or a ServingError."""
+        with self._lock:
+            model = self._models.get(name)
+            if model is None:
+                what = f"Specific({name}, {version})" if version is not None else f"Latest({name})"
+                raise ServingError("NOT_FOUND", f"Servable not found for request: {what}")
+            if label is not None:
+                if label not in model.config.labels:
+                    raise ServingError("INVALID_ARGUMENT", f"Unrecognized servable version label: {label}")
+                version = model.config.labels[label]
+            if version is not None:
+                s = model.servables.get(version)
+                if s is not None:
+                    return s
+                st = model.status.get(version)
+                if st is not None and st.state == LOADING:
+                    raise ServingError("UNAVAILABLE", f"Model {name} version {version} is still loading")
+                if st is not None and st.error_code != "OK":
+                    raise ServingError("FAILED_PRECONDITION", f"Model {name} version {version}: {st.error_message}")
+                raise ServingError("NOT_FOUND", f"Servable not found for request: Specific({name}, {version})")
+            if model.servables:
+                return model.servables[max(model.servables)]
+            states = list(model.status.values())
+        if any(st.state == LOADING for st in states):
+            raise ServingError("UNAVAILABLE", f"Model {name} is still loading; retry shortly")
+        errors = [st for st in states if st.error_code != "OK"]
+        if errors:
+            st = max(errors, key=lambda s: s.version)
+            raise ServingError(
+                "FAILED_PRECONDITION", f"Model {name} has no loaded version: {st.error_message}"
+            )
+        raise ServingError("NOT_FOUND", f"Servable not found for request: Latest({name})")
+
+    def status(self, name: str, version: int | None = None, label: str | None = None) -> list[VersionStatus]:
+        with self._lock:
+            model = self._models.get(name)
+            if model is None:
+                raise ServingError("NOT_FOUND", f"Could not find any versions of model {name}")
+            if label is not None:
+                if label not in model.config.labels:
+                    raise ServingError("INVALID_ARGUMENT", f"Unrecognized servable version label: {label}")
+                version = model.config.labels[label]
+            statuses = sorted((s for s in model.status.values() if s.version >= 0), key=lambda s: s.version)
+            if version is not None:
+                statuses = [s for s in statuses if s.version == version]
+                if not statuses:
+                    raise ServingError("NOT_FOUND", f"Could not find version {version} of model {name}")
+            elif not statuses:
+                missing = model.status.get(-1)
+                raise ServingError("NOT_FOUND", missing.error_message if missing else f"Could not find any versions of model {name}")
+            return [VersionStatus(s.version, s.state, s.error_code, s.error_message) for s in statuses]
+
+    def servables(self) -> list[Servable]:
+        with self._lock:
+            return [s for m in self._models.values() for s in m.servables.values()]

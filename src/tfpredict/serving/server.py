@@ -1,0 +1,211 @@
+"""`serve()`: load the models, start REST + gRPC on one event loop, watch configs, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+from .config import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    BatchingParameters,
+    ModelConfig,
+    MonitoringConfig,
+    read_batching_parameters,
+    read_model_config_file,
+    read_monitoring_config,
+)
+from .inference import InferenceService, warmup
+from .metrics import Metrics
+from .models import ModelManager
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServeOptions:
+    """tensorflow_model_server's flags (same names), plus tfpredict's own few."""
+
+    port: int = 8500
+    rest_api_port: int = 0
+    host: str = "0.0.0.0"
+    model_name: str = "default"
+    model_base_path: str = ""
+    model_config_file: str = ""
+    model_config_file_poll_wait_seconds: float = 0
+    file_system_poll_wait_seconds: float = 1
+    enable_batching: bool = False
+    batching_parameters_file: str = ""
+    monitoring_config_file: str = ""
+    enable_model_warmup: bool = True
+    rest_api_num_threads: int = 16
+    tensorflow_intra_op_parallelism: int = 0
+    tensorflow_inter_op_parallelism: int = 0
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    drain_seconds: float = 5.0
+    grpc_channel_arguments: list[tuple[str, Any]] = field(default_factory=list)
+
+    def model_configs(self) -> list[ModelConfig]:
+        if self.model_config_file:
+            if self.model_base_path:
+                raise UsageError("Give either --model_config_file or --model_base_path, not both")
+            return read_model_config_file(self.model_config_file)
+        if not self.model_base_path:
+            raise UsageError("Give --model_base_path (with --model_name) or --model_config_file")
+        return [ModelConfig(self.model_name, self.model_base_path)]
+
+
+def serve(options: ServeOptions, ready: threading.Event | None = None) -> int:
+    """Run the model server until SIGTERM / SIGINT; returns the process exit code."""
+    configs = options.model_configs()  # config errors surface before anything loads
+    batching: BatchingParameters | None = None
+    if options.enable_batching:
+        batching = read_batching_parameters(options.batching_parameters_file)
+    elif options.batching_parameters_file:
+        log.warning("--batching_parameters_file is ignored without --enable_batching")
+    monitoring = read_monitoring_config(options.monitoring_config_file)
+    if not options.port and not options.rest_api_port:
+        raise UsageError("Give --port (gRPC) and/or --rest_api_port (REST)")
+
+    from ..predictor import Predictor
+
+    def load_predictor(path: Path) -> Any:
+        return Predictor.load(
+            path,
+            intra_op_threads=options.tensorflow_intra_op_parallelism or None,
+            inter_op_threads=options.tensorflow_inter_op_parallelism or None,
+        )
+
+    metrics = Metrics()
+    manager = ModelManager(
+        configs,
+        load_predictor=load_predictor,
+        batching=batching,
+        metrics=metrics,
+        poll_seconds=options.file_system_poll_wait_seconds,
+        warmup=warmup if options.enable_model_warmup else None,
+    )
+    manager.start()
+    service = InferenceService(manager, threads=options.rest_api_num_threads)
+    watcher = _ConfigWatcher(options, manager) if options.model_config_file else None
+    try:
+        return asyncio.run(_run(options, service, metrics, monitoring, ready))
+    finally:
+        if watcher is not None:
+            watcher.stop()
+        manager.close()
+        service.close()
+
+
+async def _run(
+    options: ServeOptions,
+    service: InferenceService,
+    metrics: Metrics,
+    monitoring: MonitoringConfig,
+    ready: threading.Event | None,
+) -> int:
+    from .grpc_server import create_server
+    from .rest import HttpServer, RestApi
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread (tests) or not POSIX
+            pass
+
+    grpc_server = None
+    if options.port:
+        grpc_server = create_server(
+            service, metrics, service.manager.reload_config, options.max_request_bytes, options.grpc_channel_arguments
+        )
+        bound = grpc_server.add_insecure_port(f"{_grpc_host(options.host)}:{options.port}")
+        if not bound:
+            raise UsageError(f"Could not bind the gRPC port {options.host}:{options.port} (in use?)")
+        await grpc_server.start()
+    http = None
+    if options.rest_api_port:
+        prometheus = monitoring.prometheus_path if monitoring.prometheus_enable else None
+        http = HttpServer(RestApi(service, metrics, prometheus, options.max_request_bytes))
+        try:
+            await http.start(options.host, options.rest_api_port)
+        except OSError as exc:
+            raise UsageError(f"Could not bind the REST port {options.host}:{options.rest_api_port}: {exc.strerror}") from exc
+    parts = []
+    if grpc_server is not None:
+        parts.append(f"gRPC at {options.host}:{options.port}")
+    if http is not None:
+        parts.append(f"REST at {options.host}:{http.port}")
+    log.info("tfpredict serve: %s; models: %s", ", ".join(parts), ", ".join(service.manager.names()))
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+    log.info("Shutting down: draining in-flight requests (up to %.0fs)", options.drain_seconds)
+    waits = []
+    if http is not None:
+        waits.append(http.stop(options.drain_seconds))
+    if grpc_server is not None:
+        waits.append(grpc_server.stop(options.drain_seconds))
+    await asyncio.gather(*waits)
+    return 0
+
+
+def _grpc_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+class _ConfigWatcher:
+    """Re-reads --model_config_file every --model_config_file_poll_wait_seconds and applies changes."""
+
+    def __init__(self, options: ServeOptions, manager: ModelManager) -> None:
+        self.path = options.model_config_file
+        self.period = options.model_config_file_poll_wait_seconds
+        self.manager = manager
+        self._stop = threading.Event()
+        self._last = _read(self.path)
+        self._thread = None
+        if self.period > 0:
+            self._thread = threading.Thread(target=self._loop, name="config-poller", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.period):
+            text = _read(self.path)
+            if text is None or text == self._last:
+                continue
+            self._last = text
+            try:
+                configs = read_model_config_file(self.path)
+            except UsageError as exc:
+                log.error("Keeping the current models: %s", exc.message)
+                continue
+            log.info("Model config file %s changed: reloading", self.path)
+            try:
+                self.manager.reload_config(configs)
+            except Exception:
+                log.exception("Applying the new model config failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
