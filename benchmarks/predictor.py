@@ -91,7 +91,7 @@ def main() -> None:
     ours = predictor.predict(frame)["probabilities"][:, 1]
     results.append(("Predictor.predict (DataFrame)", args.rows / t))
 
-    signature = tf.saved_model.load(str(EXPORT)).signatures["predict"]
+    signature = tf.saved_model.load(str(predictor.export_dir)).signatures["predict"]
 
     def serialize_then_call() -> np.ndarray:
         out = []

@@ -105,7 +105,8 @@ def as_table(data: Any, needed: Sequence[str] | None = None) -> Table:
     if isinstance(data, Mapping):
         items = {str(k): v for k, v in data.items() if needed is None or str(k) in needed}
         if items and all(_is_scalar(v) for v in items.values()):
-            return Table({k: _from_sequence(k, [v]) for k, v in items.items()}, 1)
+            # One row: plain numpy, no Arrow round trip (single-row latency is mostly overhead).
+            return Table({k: _one_row(k, v) for k, v in items.items()}, 1)
         cols = {k: _from_sequence(k, v) for k, v in items.items()}
         lengths = {k: len(v) for k, v in cols.items()}
         if len(set(lengths.values())) > 1:
@@ -133,6 +134,14 @@ def _is_dataframe(data: Any) -> bool:
     return type(data).__name__ == "DataFrame" and hasattr(data, "columns") and hasattr(data, "iloc")
 
 
+def _one_row(name: str, value: Any) -> Column:
+    if value is None or (isinstance(value, float) and value != value):
+        return pa.nulls(1)
+    if isinstance(value, (str, bytes)):
+        return np.array([value], dtype=object)
+    return np.array([value])
+
+
 def _is_scalar(value: Any) -> bool:
     return isinstance(value, (str, bytes, int, float, bool, np.generic)) or value is None
 
@@ -142,8 +151,8 @@ def _from_sequence(name: str, values: Any) -> Column:
         return _combine(values)
     if isinstance(values, pa.Array):
         return values
-    if isinstance(values, np.ndarray) and values.ndim >= 2:
-        return values
+    if isinstance(values, np.ndarray) and (values.ndim >= 2 or values.dtype.kind in "biu"):
+        return values  # no missing values possible: fed as is
     try:
         if type(values).__name__ == "Series":
             return pa.Array.from_pandas(values)
@@ -177,6 +186,11 @@ class SparseValue:
 
 def convert_column(column: Column | None, spec: FeatureSpec, num_rows: int) -> Any:
     """The feed value for one feature: a numpy array (dense, tensor) or a SparseValue (varlen)."""
+    if isinstance(column, np.ndarray) and column.ndim == 1:
+        fast = _from_plain_numpy(column, spec, num_rows)
+        if fast is not None:
+            return fast
+        column = pa.array(column, from_pandas=True)
     if spec.kind == "varlen":
         if column is None:
             return _empty_sparse(spec, num_rows)
@@ -186,6 +200,28 @@ def convert_column(column: Column | None, spec: FeatureSpec, num_rows: int) -> A
             raise InputError(f"Missing column {spec.name!r}: the model needs it ({spec.describe()})")
         return _filled(spec, num_rows)
     return _dense(column, spec, num_rows)
+
+
+def _from_plain_numpy(column: np.ndarray, spec: FeatureSpec, num_rows: int) -> Any:
+    """One value per row and none missing: cast and reshape without Arrow. None when it does not apply."""
+    kind = column.dtype.kind
+    is_string = spec.dtype == "string"
+    if is_string and kind == "O" and all(isinstance(v, (str, bytes)) for v in column):
+        values = column
+    elif not is_string and (kind in "biu" or (kind == "f" and not np.isnan(column).any())):
+        if spec.dtype not in NUMPY_DTYPES or kind == "f" and spec.dtype in ("int64", "int32"):
+            return None  # let the checked Arrow cast report lossy float -> int
+        values = column.astype(NUMPY_DTYPES[spec.dtype], copy=False)
+    else:
+        return None
+    if spec.kind == "varlen":
+        rows = np.arange(num_rows, dtype=np.int64)
+        indices = np.stack([rows, np.zeros_like(rows)], axis=1)
+        return SparseValue(indices, values, np.array([num_rows, 1 if num_rows else 0], np.int64))
+    shape = _concrete(spec.shape)
+    if _size(shape) != 1:
+        return None
+    return values.reshape((num_rows, *shape))
 
 
 def _size(shape: tuple[int | None, ...]) -> int:
