@@ -173,3 +173,8 @@ def test_inspect_cli_error_is_one_line(tmp_path) -> None:
 
 def test_fixture_exports_exist() -> None:
     assert (EXPORTS / "dnn_binary" / "expected.json").is_file()
+
+
+def test_xla_gives_the_same_answers() -> None:
+    with Predictor.load(DNN.export, xla=True) as predictor:
+        assert_matches(predictor.predict(DNN.read_csv(predictor)), DNN.expected, "xla")
