@@ -57,6 +57,7 @@ class PredictResult:
     bad_rows: int = 0
     bad_rows_path: Path | None = None
     files: list[Path] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # busy time of each stage (not waiting)
 
     @property
     def rows_per_second(self) -> float:
@@ -88,6 +89,10 @@ class _Run:
         self.stop = threading.Event()
         self.error: BaseException | None = None
         self._lock = threading.Lock()
+        self.busy: dict[str, float] = {}
+
+    def timed(self, stage: str, started: float) -> None:
+        self.busy[stage] = self.busy.get(stage, 0.0) + time.perf_counter() - started
 
     def fail(self, exc: BaseException) -> None:
         with self._lock:
@@ -300,9 +305,12 @@ def predict_files(
         chunks: Iterator[Chunk] = read_inputs(
             files, model.schema, batch_size, keep, lenient=lenient, tfrecord_serialized=tfrecord_serialized
         )
+        t = time.perf_counter()
         for chunk in chunks:
+            run.timed("read", t)
             run.put(read_q, _Item(seq, chunk))
             seq += 1
+            t = time.perf_counter()
         run.put(read_q, _DONE)
 
     def convert() -> None:
@@ -312,7 +320,9 @@ def predict_files(
                 for _ in range(model_workers):
                     run.put(model_q, _DONE)
                 return
+            t = time.perf_counter()
             item.chunk, item.feeds = _convert_checked(model, item.chunk, lenient)
+            run.timed("convert", t)
             run.put(model_q, item)
 
     def predict() -> None:
@@ -322,7 +332,9 @@ def predict_files(
                 run.put(done_q, _DONE)
                 return
             if item.chunk.num_rows:
+                t = time.perf_counter()
                 item.outputs = model.predict(item.chunk, item.feeds)
+                run.timed("model", t)
             item.feeds = None
             run.put(done_q, item)
 
@@ -359,7 +371,9 @@ def predict_files(
                         schema = _output_schema(selected, declared, item.outputs, item.chunk.batch, keep)
                         writer = open_writer(tmp, schema, *_format_of(out_path))
                     assert writer is not None and item.outputs is not None
+                    t = time.perf_counter()
                     writer.write(outputs_to_batch(item.outputs, schema, item.chunk.batch))
+                    run.timed("write", t)
                     rows += item.chunk.num_rows
                     if progress is not None:
                         progress(item.chunk.num_rows)
@@ -368,7 +382,9 @@ def predict_files(
             if writer is None:  # empty input: an empty output with the right schema
                 schema = _output_schema(selected, declared, None, None, keep, keep_types)
                 writer = open_writer(tmp, schema, *_format_of(out_path))
+            t = time.perf_counter()
             writer.close()
+            run.timed("write", t)
     except BaseException:
         run.stop.set()
         raise
@@ -379,6 +395,7 @@ def predict_files(
         if bad_writer is not None:
             bad_writer.close()
     seconds = time.perf_counter() - started
+    log.debug("stage busy seconds: %s", {k: round(v, 3) for k, v in run.busy.items()})
     return PredictResult(
         rows=rows,
         seconds=seconds,
@@ -386,6 +403,7 @@ def predict_files(
         bad_rows=bad_writer.count if bad_writer else 0,
         bad_rows_path=bad_path,
         files=[f.path for f in files],
+        stage_seconds=dict(run.busy),
     )
 
 
