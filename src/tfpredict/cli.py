@@ -38,9 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _subcommands() -> list[Callable[[Any], None]]:
     """Subcommands living in their own modules (each adds its parser and sets `run`)."""
+    from .doctor.cli import add_doctor_parser
     from .pipeline_cli import add_predict_parser
+    from .serving.cli import add_serve_parser
 
-    registered: list[Callable[[Any], None]] = [add_predict_parser]
+    registered: list[Callable[[Any], None]] = [add_predict_parser, add_doctor_parser, add_serve_parser]
     return registered
 
 

@@ -20,7 +20,7 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+def add_serve_arguments(p: argparse.ArgumentParser, debug: bool = True) -> None:
     add = p.add_argument
     add("--port", type=int, default=8500, help="gRPC port (0: no gRPC server)")
     add("--rest_api_port", type=int, default=8501, help="REST port (0: no REST server)")
@@ -44,7 +44,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     add("--max_request_bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
         help="largest request body (REST 413 / gRPC RESOURCE_EXHAUSTED above it)")
     add("--drain_seconds", type=float, default=5.0, help="how long SIGTERM waits for in-flight requests")
-    add("--debug", action="store_true", help="show tracebacks and debug logs")
+    if debug:  # `tfpredict --debug serve` has it already
+        add("--debug", action="store_true", help="show tracebacks and debug logs")
 
 
 def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -53,8 +54,8 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="serve models over TF Serving's REST and gRPC APIs",
         description="A drop-in for tensorflow_model_server: same flags, same REST JSON and gRPC protos.",
     )
-    add_serve_arguments(p)
-    p.set_defaults(func=run_serve)
+    add_serve_arguments(p, debug=False)
+    p.set_defaults(run=run_serve)
     return p
 
 
@@ -71,7 +72,7 @@ def _channel_args(text: str) -> list[tuple[str, Any]]:
 def run_serve(args: argparse.Namespace) -> int:
     from .server import ServeOptions, configure_logging, serve
 
-    configure_logging(logging.DEBUG if args.debug else logging.INFO)
+    configure_logging(logging.DEBUG if getattr(args, "debug", False) else logging.INFO)
     options = ServeOptions(
         port=args.port,
         rest_api_port=args.rest_api_port,
