@@ -295,7 +295,7 @@ class ModelManager:
             model.failed.pop(version, None)
         micros = (time.perf_counter() - start) * 1e6
         self._metrics.load_latency.observe(micros, name, str(version))
-        log.info("Model %s version %d is AVAILABLE (loaded in %.1fs)", name, version, micros / 1e6)
+        log.info("Model %s version %d is AVAILABLE (loaded in %.2fs)", name, version, micros / 1e6)
 
     def _batch_observer(self, name: str) -> Callable[[int, list[float]], None]:
         metrics = self._metrics
