@@ -379,7 +379,9 @@ def read_csv(
             convert_options=pacsv.ConvertOptions(
                 column_types=read_types,
                 include_columns=wanted,
-                # An empty cell is a missing value (the feature is absent from the row), also for text.
+                # Only an empty cell is a missing value (the feature is absent from the row), also for
+                # text; "NA" or "null" are values (a country code, a category), not Arrow's null guesses.
+                null_values=[""],
                 strings_can_be_null=True,
             ),
         )
