@@ -166,8 +166,9 @@ def signatures_of(meta: Any) -> dict[str, SignatureInfo]:
         result[key] = SignatureInfo(
             name=key,
             method_name=sig.method_name,
-            inputs={k: _tensor_info(k, v) for k, v in sig.inputs.items()},
-            outputs={k: _tensor_info(k, v) for k, v in sig.outputs.items()},
+            # Sorted: a protobuf map has no stable order, and output files should have one.
+            inputs={k: _tensor_info(k, sig.inputs[k]) for k in sorted(sig.inputs)},
+            outputs={k: _tensor_info(k, sig.outputs[k]) for k in sorted(sig.outputs)},
         )
     return result
 
