@@ -24,7 +24,6 @@ sys.path.insert(0, str(REPO / "tests" / "fixtures"))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
-
 from make_fixtures import bench_dnn_estimator  # noqa: E402
 
 MODEL_DIR = REPO / "tests" / "fixtures" / "exports" / "bench_dnn" / "model_dir"

@@ -27,7 +27,6 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
-
 from bench_data import bench_rows  # noqa: E402
 
 EXPORT = REPO / "tests" / "fixtures" / "exports" / "bench_dnn" / "export"
@@ -67,7 +66,9 @@ def run_estimator(venv: Path, csv: Path, mode: str, save: Path | None = None) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--venv", type=Path, default=REPO.parent / "venv215", help="TF 2.15 + estimator venv")
     parser.add_argument("--single", type=int, default=300, help="single-row calls to time")
@@ -125,16 +126,24 @@ def main() -> None:
         signature(examples=tf.constant([example_of(row, tf)]))["probabilities"].numpy()
         theirs_ms.append((time.perf_counter() - start) * 1000)
 
-    print(f"\nbench_dnn (DNNClassifier 256/128/64; 8 numeric, vocabulary, hash-bucket embedding), {args.rows:,} rows")
-    print(f"TensorFlow {tf.__version__}, {os.cpu_count()} cores; outputs checked equal (1e-5) across contenders\n")
+    print(
+        "\nbench_dnn (DNNClassifier 256/128/64; 8 numeric, vocabulary, hash-bucket embedding), "
+        f"{args.rows:,} rows"
+    )
+    print(
+        f"TensorFlow {tf.__version__}, {os.cpu_count()} cores; "
+        "outputs checked equal (1e-5) across contenders\n"
+    )
     ours_rate = results[0][1]
     print(f"| {'path':<45} | {'rows/s':>12} | {'Predictor is':>13} |")
     print(f"|{'-' * 47}|{'-' * 14}|{'-' * 15}|")
     for name, rate in results:
         print(f"| {name:<45} | {rate:>12,.1f} | {ours_rate / rate:>12,.1f}x |")
     p50_ours, p50_theirs = statistics.median(ours_ms), statistics.median(theirs_ms)
-    print(f"\nsingle row, p50: Predictor.predict(dict) {p50_ours:.3f} ms; "
-          f"serialize one tf.Example + signature {p50_theirs:.3f} ms ({p50_theirs / p50_ours:.1f}x)")
+    print(
+        f"\nsingle row, p50: Predictor.predict(dict) {p50_ours:.3f} ms; "
+        f"serialize one tf.Example + signature {p50_theirs:.3f} ms ({p50_theirs / p50_ours:.1f}x)"
+    )
     print("\ntargets: >= 10x Estimator batched, >= 20x serialize-then-call, single-row p50 <= hand-written")
     checks = [("vs serialize-then-call >= 20x", ours_rate / results[1][1] >= 20)]
     if batched:

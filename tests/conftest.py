@@ -12,7 +12,9 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 EXPORTS = Path(__file__).parent / "fixtures" / "exports"
-FIXTURES = sorted(p.name for p in EXPORTS.iterdir() if (p / "expected.json").is_file()) if EXPORTS.is_dir() else []
+FIXTURES = (
+    sorted(p.name for p in EXPORTS.iterdir() if (p / "expected.json").is_file()) if EXPORTS.is_dir() else []
+)
 
 
 class Fixture:
@@ -41,11 +43,18 @@ def assert_matches(got: dict, expected: dict[str, list], context: str = "") -> N
         have = np.asarray(got[key])
         want_arr = np.asarray(want)
         if have.dtype.kind in "OSU" or want_arr.dtype.kind in "OSU":
-            have_s = np.vectorize(lambda v: v.decode() if isinstance(v, bytes) else str(v), otypes=[object])(have)
-            assert have_s.reshape(want_arr.shape).tolist() == want_arr.tolist(), f"{context}: output {key!r} differs"
+            have_s = np.vectorize(lambda v: v.decode() if isinstance(v, bytes) else str(v), otypes=[object])(
+                have
+            )
+            assert have_s.reshape(want_arr.shape).tolist() == want_arr.tolist(), (
+                f"{context}: output {key!r} differs"
+            )
         else:
             np.testing.assert_allclose(
-                have.reshape(want_arr.shape).astype(np.float64), want_arr, rtol=1e-5, atol=1e-5,
+                have.reshape(want_arr.shape).astype(np.float64),
+                want_arr,
+                rtol=1e-5,
+                atol=1e-5,
                 err_msg=f"{context}: output {key!r}",
             )
 

@@ -35,7 +35,9 @@ def test_arrow_and_row_dicts_give_the_same(fixture: Fixture) -> None:
     with Predictor.load(fixture.export) as predictor:
         frame = fixture.read_csv(predictor)
         assert_matches(predictor.predict(pa.Table.from_pandas(frame)), fixture.expected, "arrow")
-        rows = [{k: v for k, v in row.items() if v == v} for row in frame.to_dict("records")]  # drop NaN cells
+        rows = [
+            {k: v for k, v in row.items() if v == v} for row in frame.to_dict("records")
+        ]  # drop NaN cells
         assert_matches(predictor.predict(rows), fixture.expected, "rows")
 
 

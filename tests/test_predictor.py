@@ -152,7 +152,9 @@ def test_threading_options() -> None:
 def test_inspect_cli_json() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "tfpredict", "inspect", str(DNN.export), "--json"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     info = json.loads(out.stdout)
     assert info["path"] == "features"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 
 class TfpredictError(Exception):
-    """Base of all errors tfpredict raises on purpose; the CLI prints `format_message()` and exits `exit_code`."""
+    """Base of all errors tfpredict raises on purpose.
+
+    The CLI prints `format_message()` as one line and exits with `exit_code`."""
 
     exit_code = 1
 

@@ -9,7 +9,9 @@ import numpy as np
 from .features import FeatureSpec, SparseValue
 
 
-def serialize_examples(converted: dict[str, Any], features: dict[str, FeatureSpec], num_rows: int) -> np.ndarray:
+def serialize_examples(
+    converted: dict[str, Any], features: dict[str, FeatureSpec], num_rows: int
+) -> np.ndarray:
     """One serialized tf.Example per row, from already converted feature values (missing var-len values
     are left out of the Example, as a parsing receiver expects)."""
     from tensorflow.core.example import example_pb2, feature_pb2

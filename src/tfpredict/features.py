@@ -88,7 +88,9 @@ class Table:
         self.num_rows = num_rows
 
     def slice(self, start: int, stop: int) -> Table:
-        return Table({k: v[start:stop] for k, v in self.columns.items()}, max(0, min(stop, self.num_rows) - start))
+        return Table(
+            {k: v[start:stop] for k, v in self.columns.items()}, max(0, min(stop, self.num_rows) - start)
+        )
 
 
 def as_table(data: Any, needed: Sequence[str] | None = None) -> Table:
@@ -233,7 +235,7 @@ def _size(shape: tuple[int | None, ...]) -> int:
 
 def _filled(spec: FeatureSpec, num_rows: int) -> np.ndarray:
     dtype = NUMPY_DTYPES.get(spec.dtype, object)
-    one = np.asarray(spec.default, dtype=dtype).reshape(-1)
+    one: np.ndarray = np.asarray(spec.default, dtype=dtype).reshape(-1)
     return np.broadcast_to(one, (num_rows, one.size)).reshape((num_rows, *_concrete(spec.shape))).copy()
 
 
@@ -261,7 +263,7 @@ def _dense(column: Column, spec: FeatureSpec, num_rows: int) -> np.ndarray:
     if size != 1:
         raise InputError(
             f"Feature {spec.name!r}: expected {size} values per row (shape {list(shape)}), found one scalar "
-            "per row; give a list column (or JSON lists like \"[1, 2]\" in a CSV cell)"
+            'per row; give a list column (or JSON lists like "[1, 2]" in a CSV cell)'
         )
     if column.null_count:
         if spec.default is None:
@@ -276,10 +278,14 @@ def _is_list_type(t: pa.DataType) -> bool:
     return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
 
 
-def _dense_from_lists(column: pa.Array, spec: FeatureSpec, shape: tuple[int, ...], size: int, n: int) -> np.ndarray:
+def _dense_from_lists(
+    column: pa.Array, spec: FeatureSpec, shape: tuple[int, ...], size: int, n: int
+) -> np.ndarray:
     if column.null_count:
         if spec.default is None:
-            raise InputError(f"Row {_first_null(column)}: feature {spec.name!r} is missing and has no default")
+            raise InputError(
+                f"Row {_first_null(column)}: feature {spec.name!r} is missing and has no default"
+            )
         default = np.asarray(spec.default).reshape(-1).tolist()
         column = pa.array([default if v is None else v for v in column.to_pylist()], type=column.type)
     if pa.types.is_fixed_size_list(column.type):
@@ -300,8 +306,8 @@ def _dense_from_lists(column: pa.Array, spec: FeatureSpec, shape: tuple[int, ...
 
 def _parse_json_lists(column: pa.Array, spec: FeatureSpec) -> pa.Array:
     """CSV cells holding JSON lists ("[1.5, 2]") -> a list array. Only for multi-valued features."""
-    out = []
-    for row, text in enumerate(column.to_pylist()):
+    out: list[list[Any] | None] = []
+    for text in column.to_pylist():
         if text is None or text == "":
             out.append(None)
             continue
@@ -309,14 +315,14 @@ def _parse_json_lists(column: pa.Array, spec: FeatureSpec) -> pa.Array:
             value = json.loads(text)
         except ValueError:
             value = text.split()
-        if not isinstance(value, list):
-            value = [value]
-        out.append(value)
-        del row
+        out.append(value if isinstance(value, list) else [value])
+    item = ARROW_TYPES.get(spec.dtype, pa.string())
     try:
-        return pa.array(out, type=pa.list_(ARROW_TYPES.get(spec.dtype, pa.string())) if spec.dtype != "string" else None)
+        return pa.array(out, type=pa.list_(item))
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise InputError(f"Feature {spec.name!r}: cannot read the cells as lists of {spec.dtype}: {exc}") from exc
+        raise InputError(
+            f"Feature {spec.name!r}: cannot read the cells as lists of {spec.dtype}: {exc}"
+        ) from exc
 
 
 def _first_null(column: pa.Array) -> int:
@@ -378,14 +384,14 @@ def _numpy_cast(array: np.ndarray, spec: FeatureSpec) -> np.ndarray:
             return array.astype(np.float64).astype(dtype)
         return array.astype(dtype, copy=False)
     except ValueError as exc:
-        raise InputError(f"Feature {spec.name!r}: expects {spec.dtype}, found values it cannot read ({exc})") from exc
+        raise InputError(
+            f"Feature {spec.name!r}: expects {spec.dtype}, found values it cannot read ({exc})"
+        ) from exc
 
 
 def _empty_sparse(spec: FeatureSpec, num_rows: int) -> SparseValue:
     dtype = NUMPY_DTYPES.get(spec.dtype, object)
-    return SparseValue(
-        np.zeros((0, 2), np.int64), np.zeros((0,), dtype), np.array([num_rows, 0], np.int64)
-    )
+    return SparseValue(np.zeros((0, 2), np.int64), np.zeros((0,), dtype), np.array([num_rows, 0], np.int64))
 
 
 def _varlen(column: Column, spec: FeatureSpec, num_rows: int) -> SparseValue:
@@ -408,7 +414,9 @@ def _varlen(column: Column, spec: FeatureSpec, num_rows: int) -> SparseValue:
         cols = np.arange(len(values), dtype=np.int64) - np.repeat(starts, lengths)
         width = int(lengths.max()) if lengths.size else 0
     else:
-        if spec.dtype != "string" and (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        if spec.dtype != "string" and (
+            pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+        ):
             if pc.any(pc.match_substring(column, "[")).as_py():
                 return _varlen(_parse_json_lists(column, spec), spec, num_rows)
         if column.null_count:

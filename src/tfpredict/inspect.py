@@ -47,7 +47,8 @@ def _tensor(info: Any) -> dict[str, Any]:
 
 def format_description(info: dict[str, Any]) -> str:
     lines = [
-        f"export:    {info['export_dir']}" + (f" (version {info['version']})" if info["version"] is not None else ""),
+        f"export:    {info['export_dir']}"
+        + (f" (version {info['version']})" if info["version"] is not None else ""),
         f"default:   {info['default_signature']} (path: {info['path']})",
         "",
     ]
@@ -56,11 +57,19 @@ def format_description(info: dict[str, Any]) -> str:
         lines.append("  features:")
         for key, f in sig["features"].items():
             shape = "[" + ",".join("?" if d is None else str(d) for d in f["shape"]) + "]"
-            note = "required" if f["required"] else ("optional" if f["kind"] == "varlen" else f"default {f['default']!r}")
+            note = (
+                "required"
+                if f["required"]
+                else ("optional" if f["kind"] == "varlen" else f"default {f['default']!r}")
+            )
             lines.append(f"    {key:<24} {f['dtype']:<8} {shape:<8} {f['kind']:<7} {note}")
         lines.append("  outputs:")
         for key, o in sig["outputs"].items():
-            shape = "?" if o["shape"] is None else "[" + ",".join("?" if d is None else str(d) for d in o["shape"]) + "]"
+            shape = (
+                "?"
+                if o["shape"] is None
+                else "[" + ",".join("?" if d is None else str(d) for d in o["shape"]) + "]"
+            )
             lines.append(f"    {key:<24} {o['dtype']:<8} {shape}")
         lines.append("")
     return "\n".join(lines).rstrip()

@@ -193,7 +193,7 @@ class Predictor:
             results = fn(*feeds.values)
         except Exception as exc:
             raise _prediction_error(self.export_dir, plan.signature.name, exc) from exc
-        return dict(zip(keys, results))
+        return dict(zip(keys, results, strict=True))
 
     def run(
         self, inputs: dict[str, Any], *, signature: str | None = None, outputs: list[str] | None = None
@@ -201,7 +201,9 @@ class Predictor:
         """Feed the signature's own input tensors (e.g. serialized tf.Examples), as TF Serving does."""
         sig = self.signatures.get(signature or self.signature)
         if sig is None:
-            raise InputError(f"No signature {signature!r}; the export has: {', '.join(sorted(self.signatures))}")
+            raise InputError(
+                f"No signature {signature!r}; the export has: {', '.join(sorted(self.signatures))}"
+            )
         missing = [k for k in sig.inputs if k not in inputs]
         unknown = [k for k in inputs if k not in sig.inputs]
         if missing or unknown:
@@ -218,7 +220,7 @@ class Predictor:
             results = fn(*values)
         except Exception as exc:
             raise _prediction_error(self.export_dir, sig.name, exc) from exc
-        return dict(zip(keys, results))
+        return dict(zip(keys, results, strict=True))
 
     def close(self) -> None:
         self._session.close()
@@ -253,7 +255,8 @@ class Predictor:
         unknown = [o for o in outputs if o not in available]
         if unknown:
             raise InputError(
-                f"Unknown output(s) {unknown} for signature {plan.signature.name!r}; it has {sorted(available)}"
+                f"Unknown output(s) {unknown} for signature {plan.signature.name!r}; "
+                f"it has {sorted(available)}"
             )
         return list(outputs)
 
@@ -309,7 +312,9 @@ def _default_signature(signatures: dict[str, SignatureInfo]) -> str:
 def _as_feed(value: Any, dtype: str, key: str) -> np.ndarray:
     np_dtype = F.NUMPY_DTYPES.get(dtype)
     try:
-        array = np.asarray(value, dtype=np_dtype) if np_dtype is not object else np.asarray(value, dtype=object)
+        array = (
+            np.asarray(value, dtype=np_dtype) if np_dtype is not object else np.asarray(value, dtype=object)
+        )
     except (TypeError, ValueError) as exc:
         raise InputError(f"Input {key!r}: expects {dtype}, found values it cannot read ({exc})") from exc
     return array

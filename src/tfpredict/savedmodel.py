@@ -20,7 +20,6 @@ from .features import FeatureSpec
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
-
 from tensorflow.core.protobuf import saved_model_pb2  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -77,9 +76,7 @@ def resolve_export_dir(path: str | os.PathLike[str]) -> Path:
         raise ModelLoadError(f"Not a SavedModel directory: {base} is a file")
     if any((base / name).is_file() for name in SAVED_MODEL_FILES):
         return base
-    versions = [
-        p for p in base.iterdir() if p.is_dir() and p.name.isdigit() and _has_saved_model(p)
-    ]
+    versions = [p for p in base.iterdir() if p.is_dir() and p.name.isdigit() and _has_saved_model(p)]
     if not versions:
         raise ModelLoadError(
             f"Not a SavedModel: {base} has no saved_model.pb and no numeric version directories holding one"
@@ -187,7 +184,7 @@ def find_parse_spec(graph: Any, session: Any, signature: SignatureInfo) -> Parse
     string_inputs = {k: v for k, v in signature.inputs.items() if v.dtype == "string" and v.tensor_name}
     if len(signature.inputs) != 1 or len(string_inputs) != 1:
         return None
-    (key, info), = string_inputs.items()
+    ((key, info),) = string_inputs.items()
     serialized = graph.get_tensor_by_name(info.tensor_name)
     parse_ops = [op for op in _consumers(serialized) if op.type in PARSE_OPS]
     if len(parse_ops) != 1:
@@ -253,9 +250,7 @@ def _read_parse_op(op: Any, session: Any) -> ParseSpec:
     out = op.outputs
     for i, key in enumerate(_names(sparse_keys)):
         spec.features[key] = FeatureSpec(key, tf.dtypes.as_dtype(sparse_types[i]).name, (None,), "varlen")
-        spec.sparse[key] = SparseFeed(
-            out[i].name, out[num_sparse + i].name, out[2 * num_sparse + i].name
-        )
+        spec.sparse[key] = SparseFeed(out[i].name, out[num_sparse + i].name, out[2 * num_sparse + i].name)
     for j, key in enumerate(_names(dense_keys)):
         shape = tuple(None if d < 0 else int(d) for d in tf.TensorShape(dense_shapes[j]).as_list())
         if any(d is None for d in shape):
