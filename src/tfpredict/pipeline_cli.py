@@ -42,18 +42,19 @@ def add_predict_parser(subparsers: Any) -> None:
     p.add_argument("--bad-rows", metavar="FILE",
                    help="write rows that cannot be read or converted here (.jsonl or .csv) and carry on")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: threads in this process; ray: a Ray cluster (-o is then a new directory of files)")
+    p.add_argument("--address", help="--engine ray: a running cluster (default: RAY_ADDRESS, else start one here)")
+    p.add_argument("--workers", type=int, help="--engine ray: predictor actors (default: one per cluster CPU)")
     p.set_defaults(run=run_predict)
 
 
 class _Progress:
-    """tqdm bar with rows/s and ETA on a terminal; nothing otherwise (the summary line is printed at the end)."""
+    """tqdm bar with rows/s and ETA on a terminal (the total is estimated for text files); off otherwise."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self.bar: Any = None
-        self._lock = threading.Lock()
-        self._bytes = 0
-        self._total_rows: int | None = None
 
     def start(self, files: list[Any]) -> None:
         if not self.enabled:
@@ -62,22 +63,19 @@ class _Progress:
 
         from .io.readers import estimate_rows
 
-        self._total_rows = estimate_rows(files)
-        self.bar = tqdm(total=self._total_rows, unit=" rows", unit_scale=True, file=sys.stderr,
+        self.bar = tqdm(total=estimate_rows(files), unit=" rows", unit_scale=True, file=sys.stderr,
                         dynamic_ncols=True, smoothing=0.1)
-        if self._total_rows is None:
-            self._bytes = sum(f.path.stat().st_size * (4 if f.compression else 1) for f in files)
 
     def update(self, rows: int) -> None:
-        if self.bar is None:
-            return
-        self.bar.update(rows)
-        if self._total_rows is None and self._bytes and self.bar.n >= 8192 and self.bar.total is None:
-            pass  # unknown total (CSV/JSON/TFRecord): rows/s without an ETA
+        if self.bar is not None:
+            if self.bar.total is not None and self.bar.n + rows > self.bar.total:
+                self.bar.total = self.bar.n + rows  # the estimate was short: never show more than 100%
+            self.bar.update(rows)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
 
 @contextmanager
@@ -98,6 +96,10 @@ def _signals() -> Iterator[None]:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    if getattr(args, "engine", "local") == "ray":
+        from .engines.ray_cli import run_predict_ray
+
+        return run_predict_ray(args)
     from .pipeline import predict_files
 
     outputs = [o.strip() for o in args.outputs.split(",") if o.strip()] if args.outputs else None

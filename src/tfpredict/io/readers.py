@@ -738,17 +738,31 @@ def read_inputs(
             raise InputError(f"{file}: unsupported format {file.format}")
 
 
-def estimate_rows(files: Sequence[InputFile]) -> int | None:
-    """Total input rows when cheaply known (Parquet metadata), for the progress bar; else None."""
+def estimate_rows(files: Sequence[InputFile], sample_bytes: int = 1 << 20) -> int | None:
+    """Total input rows for a progress bar's ETA: exact for Parquet, estimated for uncompressed text files
+    from the lines in their first MB; None when a file gives no cheap estimate (gzip, TFRecord)."""
     total = 0
     for f in files:
-        if f.format != "parquet":
-            return None
-        n = read_parquet_rows(f)
+        if f.format == "parquet":
+            n = read_parquet_rows(f)
+        elif f.format in ("csv", "jsonl") and not f.compression:
+            n = _estimate_lines(f.path, sample_bytes) - (1 if f.format == "csv" else 0)
+        else:
+            n = None
         if n is None:
             return None
-        total += n
+        total += max(n, 0)
     return total
+
+
+def _estimate_lines(path: Path, sample_bytes: int) -> int:
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        sample = fh.read(sample_bytes)
+    lines = sample.count(b"\n") + (0 if sample.endswith(b"\n") or not sample else 1)
+    if len(sample) >= size:
+        return lines
+    return round(lines * size / max(len(sample), 1))
 
 
 def input_bytes(files: Sequence[InputFile]) -> int:
