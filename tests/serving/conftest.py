@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -31,8 +30,15 @@ class Server:
         self.grpc_port = free_port()
         self.rest_port = free_port()
         self.args = [
-            sys.executable, "-m", "tfpredict", "serve", "--host", "127.0.0.1",
-            f"--port={self.grpc_port}", f"--rest_api_port={self.rest_port}", *args,
+            sys.executable,
+            "-m",
+            "tfpredict",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            f"--port={self.grpc_port}",
+            f"--rest_api_port={self.rest_port}",
+            *args,
         ]
         full_env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         full_env.update(env or {})
@@ -94,12 +100,18 @@ def testdata(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("tf_serving_testdata")
     out = subprocess.run(
         [sys.executable, str(Path(__file__).parent / "make_testdata.py"), str(root)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     names = [
-        "saved_model_half_plus_two_cpu", "saved_model_half_plus_two_tf2_cpu", "saved_model_half_plus_three",
-        "bad_half_plus_two", "tf_saved_model_save", "tf_saved_model_save_multiple_signatures",
+        "saved_model_half_plus_two_cpu",
+        "saved_model_half_plus_two_tf2_cpu",
+        "saved_model_half_plus_three",
+        "bad_half_plus_two",
+        "tf_saved_model_save",
+        "tf_saved_model_save_multiple_signatures",
         "keras_sequential_saved_model_save",
     ]
     return {n: str(root / n) for n in names}

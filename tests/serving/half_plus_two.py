@@ -56,7 +56,9 @@ def write_tf1(export_dir: str, b: float = 2.0, assets_dir: str | None = None) ->
         y3 = tf.identity(tf.add(tf.multiply(a2, x2), c2), name="y3")
 
         # The asset: a file copied into the export and a variable assigned its name at load time.
-        assets_dir = assets_dir or os.path.join(os.path.dirname(os.path.dirname(export_dir)), "original_assets")
+        assets_dir = assets_dir or os.path.join(
+            os.path.dirname(os.path.dirname(export_dir)), "original_assets"
+        )
         os.makedirs(assets_dir, exist_ok=True)
         asset_path = os.path.join(assets_dir, "foo.txt")
         with open(asset_path, "w") as f:
@@ -67,9 +69,15 @@ def write_tf1(export_dir: str, b: float = 2.0, assets_dir: str | None = None) ->
         assign_filename = filename.assign("foo.txt")
 
         signatures = {
-            "regress_x_to_y": _signature({c.REGRESS_INPUTS: serialized}, {c.REGRESS_OUTPUTS: y}, c.REGRESS_METHOD_NAME),
-            "regress_x_to_y2": _signature({c.REGRESS_INPUTS: serialized}, {c.REGRESS_OUTPUTS: y2}, c.REGRESS_METHOD_NAME),
-            "regress_x2_to_y3": _signature({c.REGRESS_INPUTS: x2}, {c.REGRESS_OUTPUTS: y3}, c.REGRESS_METHOD_NAME),
+            "regress_x_to_y": _signature(
+                {c.REGRESS_INPUTS: serialized}, {c.REGRESS_OUTPUTS: y}, c.REGRESS_METHOD_NAME
+            ),
+            "regress_x_to_y2": _signature(
+                {c.REGRESS_INPUTS: serialized}, {c.REGRESS_OUTPUTS: y2}, c.REGRESS_METHOD_NAME
+            ),
+            "regress_x2_to_y3": _signature(
+                {c.REGRESS_INPUTS: x2}, {c.REGRESS_OUTPUTS: y3}, c.REGRESS_METHOD_NAME
+            ),
             "classify_x_to_y": _signature(
                 {c.CLASSIFY_INPUTS: serialized}, {c.CLASSIFY_OUTPUT_SCORES: y}, c.CLASSIFY_METHOD_NAME
             ),
@@ -110,7 +118,7 @@ class HalfPlusTwoModel(tf.Module):
         }
 
     @tf.function(input_signature=[tf.TensorSpec(shape=[1], dtype=tf.float32)])
-    def predict(self, x=tf.constant([0], shape=[1], dtype=tf.float32)):
+    def predict(self, x):
         return {"y": self.compute(x, self.b)}
 
     @tf.function(input_signature=[tf.TensorSpec([None], dtype=tf.string, name=tf.saved_model.REGRESS_INPUTS)])
@@ -123,16 +131,22 @@ class HalfPlusTwoModel(tf.Module):
         x = tf.io.parse_example(serialized_proto, _feature_spec())["x"]
         return {tf.saved_model.REGRESS_OUTPUTS: self.compute(x, self.c)}
 
-    @tf.function(input_signature=[tf.TensorSpec(shape=[1], dtype=tf.float32, name=tf.saved_model.REGRESS_INPUTS)])
+    @tf.function(
+        input_signature=[tf.TensorSpec(shape=[1], dtype=tf.float32, name=tf.saved_model.REGRESS_INPUTS)]
+    )
     def regress_x2y3(self, x2):
         return {tf.saved_model.REGRESS_OUTPUTS: self.compute(x2, self.c)}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], dtype=tf.string, name=tf.saved_model.CLASSIFY_INPUTS)])
+    @tf.function(
+        input_signature=[tf.TensorSpec([None], dtype=tf.string, name=tf.saved_model.CLASSIFY_INPUTS)]
+    )
     def classify_xy(self, serialized_proto):
         x = tf.io.parse_example(serialized_proto, _feature_spec())["x"]
         return {tf.saved_model.CLASSIFY_OUTPUT_SCORES: self.compute(x, self.b)}
 
-    @tf.function(input_signature=[tf.TensorSpec(shape=[1], dtype=tf.float32, name=tf.saved_model.CLASSIFY_INPUTS)])
+    @tf.function(
+        input_signature=[tf.TensorSpec(shape=[1], dtype=tf.float32, name=tf.saved_model.CLASSIFY_INPUTS)]
+    )
     def classify_x2y3(self, x2):
         return {tf.saved_model.CLASSIFY_OUTPUT_SCORES: self.compute(x2, self.c)}
 

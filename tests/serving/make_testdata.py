@@ -41,7 +41,9 @@ def write_keras_sequential(base: str) -> None:
     model.add(tf.keras.layers.Lambda(lambda x: x, name="y"))
     # Keras 3 names the serving input "inputs" where the tf-keras of TF Serving's test named it after the
     # Input layer ("x"); an explicit signature keeps the model TF Serving's test expects.
-    serve = tf.function(lambda x: {"y": model(x)}).get_concrete_function(tf.TensorSpec([None, 1], tf.float32, name="x"))
+    serve = tf.function(lambda x: {"y": model(x)}).get_concrete_function(
+        tf.TensorSpec([None, 1], tf.float32, name="x")
+    )
     tf.saved_model.save(model, os.path.join(base, VERSION), signatures=serve)
 
 

@@ -3,16 +3,13 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
-import numpy as np
 import pytest
 import requests
 from tensorflow.core.framework import types_pb2
@@ -61,17 +58,19 @@ def server(testdata: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
     (tmp / "monitoring.txt").write_text('prometheus_config { enable: true path: "/metrics" }')
     (tmp / "models.config").write_text(
         f"""model_config_list {{
-  config {{ name: "hp" base_path: "{testdata['saved_model_half_plus_two_cpu']}" model_platform: "tensorflow"
+  config {{ name: "hp" base_path: "{testdata["saved_model_half_plus_two_cpu"]}" model_platform: "tensorflow"
            version_labels {{ key: "stable" value: 123 }} }}
   config {{ name: "versions" base_path: "{versions}" model_platform: "tensorflow"
            model_version_policy {{ all {{}} }} }}
-  config {{ name: "bad" base_path: "{testdata['bad_half_plus_two']}" model_platform: "tensorflow" }}
+  config {{ name: "bad" base_path: "{testdata["bad_half_plus_two"]}" model_platform: "tensorflow" }}
 }}
 """
     )
     s = Server(
-        f"--model_config_file={tmp / 'models.config'}", f"--max_request_bytes={MAX_BYTES}",
-        "--enable_batching", f"--batching_parameters_file={tmp / 'batching.txt'}",
+        f"--model_config_file={tmp / 'models.config'}",
+        f"--max_request_bytes={MAX_BYTES}",
+        "--enable_batching",
+        f"--batching_parameters_file={tmp / 'batching.txt'}",
         f"--monitoring_config_file={tmp / 'monitoring.txt'}",
     )
     s.tmp = tmp  # type: ignore[attr-defined]
@@ -109,7 +108,9 @@ def test_malformed_predict_is_4xx(server: Server, body: bytes, status: int, mess
 
 
 def test_nan_and_infinity_are_accepted_and_written(server: Server) -> None:
-    r = requests.post(f"{server.rest}/v1/models/hp:predict", data=b'{"instances": [NaN, Infinity, 2.0]}', timeout=30)
+    r = requests.post(
+        f"{server.rest}/v1/models/hp:predict", data=b'{"instances": [NaN, Infinity, 2.0]}', timeout=30
+    )
     assert r.status_code == 200, r.text
     assert r.text.replace(" ", "") == '{"predictions":[NaN,Infinity,3.0]}'
 
@@ -215,7 +216,10 @@ def _metric(server: Server, needle: str) -> float:
 # -------------------------------------------------------------------------------------- reload, SIGTERM
 def test_handle_reload_config_request(server: Server, testdata: dict[str, str]) -> None:
     request = model_management_pb2.ReloadConfigRequest()
-    for name, path in (("hp", testdata["saved_model_half_plus_two_cpu"]), ("three", testdata["saved_model_half_plus_three"])):
+    for name, path in (
+        ("hp", testdata["saved_model_half_plus_two_cpu"]),
+        ("three", testdata["saved_model_half_plus_three"]),
+    ):
         c = request.config.model_config_list.config.add()
         c.name, c.base_path, c.model_platform = name, path, "tensorflow"
     with grpc.insecure_channel(server.grpc) as ch:

@@ -31,7 +31,9 @@ class Case:
 
         self.fx = Fixture(name)
         p = Predictor.load(self.fx.export)
-        self.signatures = {k: (s.method_name, dict(s.inputs), list(s.outputs)) for k, s in p.signatures.items()}
+        self.signatures = {
+            k: (s.method_name, dict(s.inputs), list(s.outputs)) for k, s in p.signatures.items()
+        }
         self.predict_sig = "predict" if "predict" in p.signatures else "serving_default"
         self.specs = p.inputs_for(self.predict_sig)
         self.parsing = p.path_for(self.predict_sig) != "tensors"
@@ -103,13 +105,26 @@ def test_rest_predict(server: Server, cases: dict[str, Case], name: str) -> None
     if case.parsing:
         # TF Serving's way: serialized tf.Examples as b64 strings
         instances: list[Any] = [{"b64": base64.b64encode(e).decode()} for e in case.examples()]
-        r = server.post(f"/v1/models/{name}:predict", {"signature_name": case.predict_sig, "instances": instances})
+        r = server.post(
+            f"/v1/models/{name}:predict", {"signature_name": case.predict_sig, "instances": instances}
+        )
         assert r.status_code == 200, r.text
-        assert_matches(columns(r.json()["predictions"], outputs), case.fx.expected, f"{name} REST b64 examples")
-    # feature rows as JSON objects (for a parsing signature: the fast path, no tf.Example built)
-    r = server.post(f"/v1/models/{name}:predict", {"signature_name": case.predict_sig, "instances": case.rows})
+        assert_matches(
+            columns(r.json()["predictions"], outputs), case.fx.expected, f"{name} REST b64 examples"
+        )
+    # feature rows as JSON objects: 50 rows take the fast path (no tf.Example built), 3 rows are cheaper
+    # as tf.Examples built from the feature specs; both must give the recorded answers
+    r = server.post(
+        f"/v1/models/{name}:predict", {"signature_name": case.predict_sig, "instances": case.rows}
+    )
     assert r.status_code == 200, r.text
     assert_matches(columns(r.json()["predictions"], outputs), case.fx.expected, f"{name} REST rows")
+    r = server.post(
+        f"/v1/models/{name}:predict", {"signature_name": case.predict_sig, "instances": case.rows[:3]}
+    )
+    assert r.status_code == 200, r.text
+    head = {k: v[:3] for k, v in case.fx.expected.items()}
+    assert_matches(columns(r.json()["predictions"], outputs), head, f"{name} REST 3 rows")
 
 
 @pytest.mark.parametrize("name", FIXTURES)
@@ -126,7 +141,9 @@ def test_rest_classify_regress(server: Server, cases: dict[str, Case], name: str
         results = r.json()["results"]
         assert len(results) == len(case.rows)
         scores = [[score for _label, score in row] for row in results]
-        assert_matches({"probabilities": scores}, {"probabilities": expected["probabilities"]}, f"{name} {sig}")
+        assert_matches(
+            {"probabilities": scores}, {"probabilities": expected["probabilities"]}, f"{name} {sig}"
+        )
         if "all_classes" in expected:
             labels = [[label for label, _score in row] for row in results]
             assert labels == expected["all_classes"]
@@ -136,7 +153,10 @@ def test_rest_classify_regress(server: Server, cases: dict[str, Case], name: str
         want = np.asarray(expected[want_key], dtype=np.float64)
         if want.ndim == 2 and want.shape[1] > 1:  # label_dimension > 1: TF Serving's Regress refuses it too
             assert r.status_code == 400
-            assert "Expected output Tensor shape to be either [batch_size] or [batch_size, 1]" in r.json()["error"]
+            assert (
+                "Expected output Tensor shape to be either [batch_size] or [batch_size, 1]"
+                in r.json()["error"]
+            )
             continue
         assert r.status_code == 200, r.text
         want = want.reshape(-1)
@@ -158,7 +178,9 @@ def test_grpc_predict(server: Server, cases: dict[str, Case], name: str) -> None
     else:
         for key, info in inputs.items():
             values = [row[key] for row in case.rows]
-            dtype = {"float32": np.float32, "int64": np.int64, "float64": np.float64, "int32": np.int32}[info.dtype]
+            dtype = {"float32": np.float32, "int64": np.int64, "float64": np.float64, "int32": np.int32}[
+                info.dtype
+            ]
             proto_codec.from_ndarray(np.asarray(values, dtype=dtype), request.inputs[key])
     with grpc.insecure_channel(server.grpc) as channel:
         result = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, 30)

@@ -19,7 +19,9 @@ POLL_SECONDS = 1.0
 def test_new_version_is_served_without_failed_requests(testdata: dict[str, str], tmp_path: Path) -> None:
     base = tmp_path / "model"
     shutil.copytree(Path(testdata["saved_model_half_plus_two_cpu"]) / "00000123", base / "1")
-    server = Server("--model_name=hot", f"--model_base_path={base}", f"--file_system_poll_wait_seconds={POLL_SECONDS}")
+    server = Server(
+        "--model_name=hot", f"--model_base_path={base}", f"--file_system_poll_wait_seconds={POLL_SECONDS}"
+    )
     try:
         server.wait()
         results: list[tuple[float, int, object]] = []  # (time, HTTP status, prediction)
@@ -50,16 +52,22 @@ def test_new_version_is_served_without_failed_requests(testdata: dict[str, str],
         switched = next(t for t, _s, p in results if p == [4.0])
         served_after = switched - copied
         load_seconds = _load_seconds(server.log, version=2)
-        print(f"\nhot reload: version 2 served {served_after:.2f}s after the copy "
-              f"(poll {POLL_SECONDS}s + load {load_seconds:.2f}s); {len(results)} requests, 0 failed")
+        print(
+            f"\nhot reload: version 2 served {served_after:.2f}s after the copy "
+            f"(poll {POLL_SECONDS}s + load {load_seconds:.2f}s); {len(results)} requests, 0 failed"
+        )
         assert served_after <= POLL_SECONDS + load_seconds + 1.0
         assert all(p == [3.0] for t, _s, p in results if t < copied)
         assert all(p == [4.0] for t, _s, p in results if t > switched)
-        states = {s["version"]: s["state"] for s in server.get("/v1/models/hot").json()["model_version_status"]}
+        states = {
+            s["version"]: s["state"] for s in server.get("/v1/models/hot").json()["model_version_status"]
+        }
         deadline = time.monotonic() + 10
         while states.get("1") != "END" and time.monotonic() < deadline:  # the old version is unloaded
             time.sleep(0.2)
-            states = {s["version"]: s["state"] for s in server.get("/v1/models/hot").json()["model_version_status"]}
+            states = {
+                s["version"]: s["state"] for s in server.get("/v1/models/hot").json()["model_version_status"]
+            }
         assert states == {"1": "END", "2": "AVAILABLE"}
     finally:
         assert server.stop() == 0

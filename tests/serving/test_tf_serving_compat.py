@@ -42,7 +42,8 @@ METADATA_JSON = Path(__file__).parent / "half_plus_two_model_metadata.json"
 
 def config_text(models: dict[str, str]) -> str:
     body = "".join(
-        f'  config: {{\n    name: "{name}",\n    base_path: "{path}",\n    model_platform: "tensorflow"\n  }}\n'
+        f'  config: {{\n    name: "{name}",\n    base_path: "{path}",\n'
+        '    model_platform: "tensorflow"\n  }\n'
         for name, path in models.items()
     )
     return "model_config_list: {\n" + body + "}\n"
@@ -72,14 +73,17 @@ def servers(testdata: dict[str, str], tmp_path_factory: pytest.TempPathFactory):
     reload_cfg.write_text(config_text({"half_plus_two": testdata["saved_model_half_plus_two_cpu"]}))
     started = {
         "tf1": Server(
-            "--model_name=default", f"--model_base_path={testdata['saved_model_half_plus_two_cpu']}",
+            "--model_name=default",
+            f"--model_base_path={testdata['saved_model_half_plus_two_cpu']}",
             f"--monitoring_config_file={tmp / 'monitoring_config.txt'}",
             "--grpc_channel_arguments=grpc.max_connection_age_ms=2000,grpc.lb_policy_name=grpclb",
         ),
         "config": Server(f"--model_config_file={good}"),
         "batching": Server(
-            "--model_name=default", f"--model_base_path={testdata['saved_model_half_plus_two_cpu']}",
-            "--enable_batching", f"--batching_parameters_file={tmp / 'batching_config.txt'}",
+            "--model_name=default",
+            f"--model_base_path={testdata['saved_model_half_plus_two_cpu']}",
+            "--enable_batching",
+            f"--batching_parameters_file={tmp / 'batching_config.txt'}",
         ),
         "reload": Server(f"--model_config_file={reload_cfg}", "--model_config_file_poll_wait_seconds=1"),
     }
@@ -239,8 +243,19 @@ def test_bad_model_config(tmp_path: Path) -> None:  # testBadModelConfig
     bad.write_text("improperly formatted file")
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     proc = subprocess.run(
-        [sys.executable, "-m", "tfpredict", "serve", f"--model_config_file={bad}", "--port=0", "--rest_api_port=0"],
-        capture_output=True, text=True, timeout=120, env=env,
+        [
+            sys.executable,
+            "-m",
+            "tfpredict",
+            "serve",
+            f"--model_config_file={bad}",
+            "--port=0",
+            "--rest_api_port=0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
     assert proc.returncode != 0
     assert "Error parsing text-format tensorflow.serving.ModelServerConfig" in proc.stderr
@@ -254,7 +269,9 @@ def test_model_config_reload(servers, testdata) -> None:  # testModelConfigReloa
     deadline = time.monotonic() + 10
     while True:
         try:
-            verify_predict(server.grpc, model_name="half_plus_three", expected_output=4.0, specify_output=False)
+            verify_predict(
+                server.grpc, model_name="half_plus_three", expected_output=4.0, specify_output=False
+            )
             break
         except grpc.RpcError:
             if time.monotonic() > deadline:
@@ -280,35 +297,49 @@ def test_good_grpc_channel_args(servers) -> None:  # testGoodGrpcChannelArgs
 
 def test_tf_saved_model_save(servers) -> None:  # test_tf_saved_model_save
     verify_predict(
-        servers["config"].wait().grpc, model_name="tf_saved_model_save", expected_output=12.0, specify_output=False
+        servers["config"].wait().grpc,
+        model_name="tf_saved_model_save",
+        expected_output=12.0,
+        specify_output=False,
     )
 
 
-def test_tf_saved_model_save_multiple_signatures(servers) -> None:  # test_tf_saved_model_save_multiple_signatures
+def test_tf_saved_model_save_multiple_signatures(
+    servers,
+) -> None:  # test_tf_saved_model_save_multiple_signatures
     address = servers["config"].wait().grpc
-    verify_predict(address, model_name="multiple_signatures", expected_output=2.0, signature_name="custom_signature_key")
+    verify_predict(
+        address, model_name="multiple_signatures", expected_output=2.0, signature_name="custom_signature_key"
+    )
     verify_predict(address, model_name="multiple_signatures", expected_output=1.0)
 
 
 def test_sequential_keras_saved_model_save(servers) -> None:  # test_sequential_keras_saved_model_save
     verify_predict(
-        servers["config"].wait().grpc, model_name="keras_sequential", batch_input=True, specify_output=False,
+        servers["config"].wait().grpc,
+        model_name="keras_sequential",
+        batch_input=True,
+        specify_output=False,
         expected_output=2.0,
     )
 
 
 # ---------------------------------------------------------------------------------------------- REST
 def test_classify_rest(servers) -> None:  # testClassifyREST
-    r = servers["tf1"].wait().post(
-        "/v1/models/default:classify", {"signature_name": "classify_x_to_y", "examples": [{"x": 2.0}]}
+    r = (
+        servers["tf1"]
+        .wait()
+        .post("/v1/models/default:classify", {"signature_name": "classify_x_to_y", "examples": [{"x": 2.0}]})
     )
     assert r.status_code == 200, r.text
     assert json.loads(r.content) == {"results": [[["", 3.0]]]}
 
 
 def test_regress_rest(servers) -> None:  # testRegressREST
-    r = servers["tf1"].wait().post(
-        "/v1/models/default:regress", {"signature_name": "regress_x_to_y", "examples": [{"x": 2.0}]}
+    r = (
+        servers["tf1"]
+        .wait()
+        .post("/v1/models/default:regress", {"signature_name": "regress_x_to_y", "examples": [{"x": 2.0}]})
     )
     assert r.status_code == 200, r.text
     assert json.loads(r.content) == {"results": [3.0]}
@@ -365,4 +396,7 @@ def test_prometheus_endpoint(servers) -> None:  # testPrometheusEndpoint
     assert r.status_code == 200
     assert "# TYPE" in r.text
     assert ':tensorflow:serving:request_count{model_name="default",status="OK"}' in r.text
-    assert ':tensorflow:serving:request_latency_bucket{model_name="default",API="predict",entrypoint="REST"' in r.text
+    assert (
+        ':tensorflow:serving:request_latency_bucket{model_name="default",API="predict",entrypoint="REST"'
+        in r.text
+    )

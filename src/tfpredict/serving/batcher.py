@@ -78,7 +78,7 @@ class Batcher:
     def __init__(
         self,
         params: BatchingParameters,
-        run: Callable[[Hashable, Any], Outputs],
+        run: Callable[[Any, Any], Outputs],
         name: str = "model",
         on_batch: Callable[[int, list[float]], None] | None = None,
     ) -> None:
@@ -196,7 +196,7 @@ class Batcher:
         if self._on_batch is not None:
             now = time.perf_counter()
             self._on_batch(total, [now - t.enqueued for t in tasks])
-        for t, part in zip(tasks, split(outputs, sizes, total)):
+        for t, part in zip(tasks, split(outputs, sizes, total), strict=True):
             t.future.set_result(part)
 
 

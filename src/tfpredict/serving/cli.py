@@ -28,9 +28,14 @@ def add_serve_arguments(p: argparse.ArgumentParser, debug: bool = True) -> None:
     add("--model_name", default="default", help="name of the model served with --model_base_path")
     add("--model_base_path", default="", help="directory of numeric version directories")
     add("--model_config_file", default="", help="text-format ModelServerConfig (model_config_list)")
-    add("--model_config_file_poll_wait_seconds", type=float, default=0, help="re-read the config file (0: never)")
+    add(
+        "--model_config_file_poll_wait_seconds",
+        type=float,
+        default=0,
+        help="re-read the config file (0: never)",
+    )
     add("--file_system_poll_wait_seconds", type=float, default=1, help="look for new versions (0: never)")
-    flag = {"nargs": "?", "const": True, "type": _bool}
+    flag: dict[str, Any] = {"nargs": "?", "const": True, "type": _bool}
     add("--enable_batching", default=False, help="merge concurrent requests into one model call", **flag)
     add("--batching_parameters_file", default="", help="text-format BatchingParameters")
     add("--monitoring_config_file", default="", help="text-format MonitoringConfig (prometheus_config)")
@@ -41,8 +46,12 @@ def add_serve_arguments(p: argparse.ArgumentParser, debug: bool = True) -> None:
     add("--tensorflow_inter_op_parallelism", type=int, default=0)
     add("--grpc_channel_arguments", default="", help="comma-separated key=value gRPC server arguments")
     add("--grpc_socket_path", default="", help="accepted for compatibility (ignored)")
-    add("--max_request_bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
-        help="largest request body (REST 413 / gRPC RESOURCE_EXHAUSTED above it)")
+    add(
+        "--max_request_bytes",
+        type=int,
+        default=DEFAULT_MAX_REQUEST_BYTES,
+        help="largest request body (REST 413 / gRPC RESOURCE_EXHAUSTED above it)",
+    )
     add("--drain_seconds", type=float, default=5.0, help="how long SIGTERM waits for in-flight requests")
     if debug:  # `tfpredict --debug serve` has it already
         add("--debug", action="store_true", help="show tracebacks and debug logs")

@@ -5,8 +5,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
-from google.protobuf import wrappers_pb2  # noqa: F401  (registers google/protobuf/wrappers.proto)
+from google.protobuf import (
+    descriptor_pb2,
+    descriptor_pool,
+    message_factory,
+    text_format,
+    wrappers_pb2,  # noqa: F401  (registers google/protobuf/wrappers.proto)
+)
 from tensorflow_serving.config import model_server_config_pb2
 
 from ..errors import UsageError
@@ -78,7 +83,11 @@ def _message_classes() -> dict[str, type]:
                     fd.type_name = type_name
 
         opt, rep = T.LABEL_OPTIONAL, T.LABEL_REPEATED
-        i64, s, b = ".google.protobuf.Int64Value", ".google.protobuf.StringValue", ".google.protobuf.BoolValue"
+        i64, s, b = (
+            ".google.protobuf.Int64Value",
+            ".google.protobuf.StringValue",
+            ".google.protobuf.BoolValue",
+        )
         msg(
             "BatchingParameters",
             [
@@ -94,7 +103,10 @@ def _message_classes() -> dict[str, type]:
             ],
         )
         msg("PrometheusConfig", [("enable", 1, T.TYPE_BOOL, "", opt), ("path", 2, T.TYPE_STRING, "", opt)])
-        msg("MonitoringConfig", [("prometheus_config", 1, T.TYPE_MESSAGE, ".tensorflow.serving.PrometheusConfig", opt)])
+        msg(
+            "MonitoringConfig",
+            [("prometheus_config", 1, T.TYPE_MESSAGE, ".tensorflow.serving.PrometheusConfig", opt)],
+        )
         pool.Add(f)
     return {
         n: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"tensorflow.serving.{n}"))
@@ -132,12 +144,16 @@ def model_configs_from_proto(proto: model_server_config_pb2.ModelServerConfig) -
     names = set()
     for c in proto.model_config_list.config:
         if not c.name or not c.base_path:
-            raise UsageError(f"Every model config needs a name and a base_path; got {c.name!r} {c.base_path!r}")
+            raise UsageError(
+                f"Every model config needs a name and a base_path; got {c.name!r} {c.base_path!r}"
+            )
         if c.name in names:
             raise UsageError(f"Model {c.name!r} is configured twice")
         names.add(c.name)
         if c.model_platform not in ("", "tensorflow"):
-            raise UsageError(f"Model {c.name!r}: model_platform {c.model_platform!r} is not supported (tensorflow)")
+            raise UsageError(
+                f"Model {c.name!r}: model_platform {c.model_platform!r} is not supported (tensorflow)"
+            )
         p = c.model_version_policy
         which = p.WhichOneof("policy_choice")
         if which == "all":
@@ -163,10 +179,14 @@ def read_batching_parameters(path: str | None) -> BatchingParameters:
     params = BatchingParameters(
         max_batch_size=proto.max_batch_size.value if proto.HasField("max_batch_size") else d.max_batch_size,
         batch_timeout_micros=(
-            proto.batch_timeout_micros.value if proto.HasField("batch_timeout_micros") else d.batch_timeout_micros
+            proto.batch_timeout_micros.value
+            if proto.HasField("batch_timeout_micros")
+            else d.batch_timeout_micros
         ),
         max_enqueued_batches=(
-            proto.max_enqueued_batches.value if proto.HasField("max_enqueued_batches") else d.max_enqueued_batches
+            proto.max_enqueued_batches.value
+            if proto.HasField("max_enqueued_batches")
+            else d.max_enqueued_batches
         ),
         num_batch_threads=(
             proto.num_batch_threads.value if proto.HasField("num_batch_threads") else d.num_batch_threads

@@ -91,7 +91,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     async def Classify(self, request: Any, context: Any) -> classification_pb2.ClassificationResponse:
         return await self._answer("classify", request, context, lambda: self._classify(request))
 
-    async def _classify(self, request: Any, examples: Any = None) -> classification_pb2.ClassificationResponse:
+    async def _classify(
+        self, request: Any, examples: Any = None
+    ) -> classification_pb2.ClassificationResponse:
         spec = _spec(request.model_spec)
         if examples is None:
             examples = proto_codec.serialized_examples(request.input)
@@ -159,7 +161,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             result.model_spec.CopyFrom(r.model_spec)
         return response
 
-    async def GetModelMetadata(self, request: Any, context: Any) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    async def GetModelMetadata(
+        self, request: Any, context: Any
+    ) -> get_model_metadata_pb2.GetModelMetadataResponse:
         return await self._answer("metadata", request, context, lambda: self._metadata(request))
 
     async def _metadata(self, request: Any) -> get_model_metadata_pb2.GetModelMetadataResponse:
@@ -200,7 +204,9 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
             v.status.error_message = s.error_message
         return response
 
-    async def HandleReloadConfigRequest(self, request: Any, context: Any) -> model_management_pb2.ReloadConfigResponse:
+    async def HandleReloadConfigRequest(
+        self, request: Any, context: Any
+    ) -> model_management_pb2.ReloadConfigResponse:
         response = model_management_pb2.ReloadConfigResponse()
         try:
             configs = model_configs_from_proto(request.config)
@@ -215,7 +221,10 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
 
 def create_server(
-    service: InferenceService, metrics: Metrics, reload: Callable[[list[Any]], None], max_message_bytes: int,
+    service: InferenceService,
+    metrics: Metrics,
+    reload: Callable[[list[Any]], None],
+    max_message_bytes: int,
     channel_args: list[tuple[str, Any]] | None = None,
 ) -> grpc.aio.Server:
     options = [
@@ -225,6 +234,8 @@ def create_server(
         *(channel_args or []),
     ]
     server = grpc.aio.server(options=options)
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(service, metrics), server)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionService(service, metrics), server
+    )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(service, reload), server)
     return server

@@ -71,7 +71,9 @@ def rows_call(signature: str, rows: list[dict[str, Any]], outputs: tuple[str, ..
 
 class Predict:
     @staticmethod
-    def prepare(servable: Servable, sig: Any, inputs: dict[str, np.ndarray], output_filter: list[str]) -> Call:
+    def prepare(
+        servable: Servable, sig: Any, inputs: dict[str, np.ndarray], output_filter: list[str]
+    ) -> Call:
         missing = sorted(set(sig.inputs) - set(inputs))
         extra = sorted(set(inputs) - set(sig.inputs))
         if missing or extra:
@@ -91,7 +93,10 @@ def _output_filter(sig: Any, output_filter: list[str]) -> tuple[str, ...]:
     seen = set()
     for name in output_filter:
         if name not in sig.outputs:
-            raise invalid(f"output tensor alias not found in signature: {name} Outputs expected to be in the set {{{','.join(sorted(sig.outputs))}}}.")
+            raise invalid(
+                f"output tensor alias not found in signature: {name} Outputs expected to be in the set "
+                f"{{{','.join(sorted(sig.outputs))}}}."
+            )
         if name in seen:
             raise invalid(f"duplicate output tensor alias: {name}")
         seen.add(name)
@@ -120,9 +125,13 @@ class Classify:
             )
 
     @staticmethod
-    def prepare(servable: Servable, sig: Any, rows: list[dict[str, Any]] | None, serialized: np.ndarray | None) -> Call:
+    def prepare(
+        servable: Servable, sig: Any, rows: list[dict[str, Any]] | None, serialized: np.ndarray | None
+    ) -> Call:
         Classify.check(sig)
-        return _examples_call(servable, sig, tuple(k for k in Classify.OUTPUTS if k in sig.outputs), rows, serialized)
+        return _examples_call(
+            servable, sig, tuple(k for k in Classify.OUTPUTS if k in sig.outputs), rows, serialized
+        )
 
     @staticmethod
     def finish(outputs: dict[str, np.ndarray], n: int) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -147,7 +156,8 @@ class Classify:
                 scores = t.astype(np.float32, copy=False)
         if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
             raise invalid(
-                f"Tensors class and score should match in dim_size(1). Got {classes.shape[1]} vs. {scores.shape[1]}"
+                "Tensors class and score should match in dim_size(1). Got "
+                f"{classes.shape[1]} vs. {scores.shape[1]}"
             )
         return classes, scores
 
@@ -159,12 +169,14 @@ class Regress:
             raise invalid("Expected one input Tensor.")
         if "outputs" not in sig.outputs:
             raise invalid(
-                f"Expected regression signature to have an \"outputs\" output; {sig.name!r} has: "
+                f'Expected regression signature to have an "outputs" output; {sig.name!r} has: '
                 f"{', '.join(sorted(sig.outputs))}"
             )
 
     @staticmethod
-    def prepare(servable: Servable, sig: Any, rows: list[dict[str, Any]] | None, serialized: np.ndarray | None) -> Call:
+    def prepare(
+        servable: Servable, sig: Any, rows: list[dict[str, Any]] | None, serialized: np.ndarray | None
+    ) -> Call:
         Regress.check(sig)
         return _examples_call(servable, sig, ("outputs",), rows, serialized)
 
@@ -173,7 +185,8 @@ class Regress:
         t = outputs["outputs"]
         if not (t.ndim == 1 or (t.ndim == 2 and t.shape[1] == 1)):
             raise invalid(
-                f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got {list(t.shape)}"
+                "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
+                f"{list(t.shape)}"
             )
         if t.shape[0] != n:
             raise invalid(f"Input batch size did not match output batch size: {n} vs. {t.shape[0]}")
@@ -183,7 +196,11 @@ class Regress:
 
 
 def _examples_call(
-    servable: Servable, sig: Any, outputs: tuple[str, ...], rows: list[dict[str, Any]] | None, serialized: np.ndarray | None
+    servable: Servable,
+    sig: Any,
+    outputs: tuple[str, ...],
+    rows: list[dict[str, Any]] | None,
+    serialized: np.ndarray | None,
 ) -> Call:
     if rows is not None and uses_feature_rows(servable, sig):
         return rows_call(sig.name, rows, outputs)  # the fast path: no tf.Example is built or parsed

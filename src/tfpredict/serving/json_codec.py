@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 from typing import Any
 
 import numpy as np
@@ -66,7 +65,7 @@ def signature_name(doc: dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------------------------------------- predict
 def predict_format(doc: dict[str, Any]) -> str:
-    """"row" for instances, "columnar" for inputs."""
+    """ "row" for instances, "columnar" for inputs."""
     has_instances, has_inputs = "instances" in doc, "inputs" in doc
     if has_instances and has_inputs:
         raise invalid(
@@ -163,7 +162,8 @@ def to_array(value: Any, dtype: str, name: str, rows: bool = False) -> np.ndarra
     if arr.dtype.kind not in _JSON_KINDS[kind] or arr.dtype == object:
         sample = _first_leaf(value)
         raise invalid(
-            f"JSON Value: {_short(sample)} Type: {_json_type(sample)} is not of expected type: {dtype} ({where})"
+            f"JSON Value: {_short(sample)} Type: {_json_type(sample)} is not of expected type: {dtype} "
+            f"({where})"
         )
     if rows and arr.ndim == 0:
         arr = arr.reshape(1)
@@ -183,7 +183,9 @@ def _string_array(value: Any, where: str) -> np.ndarray:
             return b64decode(v["b64"])
         if isinstance(v, dict):
             raise invalid(f"JSON Value: {_short(v)} not formatted correctly for base64 data")
-        raise invalid(f"JSON Value: {_short(v)} Type: {_json_type(v)} is not of expected type: string ({where})")
+        raise invalid(
+            f"JSON Value: {_short(v)} Type: {_json_type(v)} is not of expected type: string ({where})"
+        )
 
     converted = conv(value)
     try:
@@ -212,7 +214,9 @@ def decode_examples(doc: dict[str, Any], method: str) -> list[dict[str, Any]]:
     if context is not None and not isinstance(context, dict):
         raise invalid(f"Example must be JSON object but got JSON {_json_type(context)}")
     if "examples" not in doc:
-        raise invalid(f"JSON Value: {_short(doc)} When method is {method}, key 'examples' is expected and was not found")
+        raise invalid(
+            f"JSON Value: {_short(doc)} When method is {method}, key 'examples' is expected and was not found"
+        )
     examples = doc["examples"]
     if not isinstance(examples, list):
         raise invalid(f"JSON Value: {_short(doc)} Expecting 'examples' value to be an list/array")
@@ -248,17 +252,41 @@ def _feature_value(v: Any, name: str) -> Any:
     return v
 
 
-def rows_to_examples(rows: list[dict[str, Any]]) -> np.ndarray:
-    """Serialized tf.Examples, built from JSON values by TF Serving's rules (float, int64, bytes lists)."""
+def rows_to_examples(rows: list[dict[str, Any]], specs: dict[str, Any] | None = None) -> np.ndarray:
+    """Serialized tf.Examples from JSON rows: typed by the model's feature specs when known (so 3 feeds a
+    float feature as the fast path would), else by TF Serving's rules (float, int64 or bytes lists)."""
     out = np.empty(len(rows), dtype=object)
     for i, row in enumerate(rows):
         ex = example_pb2.Example()
         fmap = ex.features.feature
         for name, value in row.items():
+            if value is None:
+                continue
             values = value if isinstance(value, list) else [value]
-            fmap[name].CopyFrom(_feature(values, name))
+            spec = specs.get(name) if specs else None
+            if spec is None:
+                if specs is not None:
+                    continue  # a column the model does not read
+                fmap[name].CopyFrom(_feature(values, name))
+            else:
+                _typed_feature(fmap[name], values, spec.dtype, name)
         out[i] = ex.SerializeToString()
     return out
+
+
+def _typed_feature(f: feature_pb2.Feature, values: list[Any], dtype: str, name: str) -> None:
+    try:
+        if dtype.startswith("float"):
+            f.float_list.value.extend(float(v) for v in values)
+        elif dtype.startswith("int") or dtype == "bool":
+            ints = [int(v) for v in values]
+            if any(isinstance(v, float) and v != int(v) for v in values):
+                raise ValueError("not a whole number")
+            f.int64_list.value.extend(ints)
+        else:
+            f.bytes_list.value.extend(v if isinstance(v, bytes) else str(v).encode("utf-8") for v in values)
+    except (TypeError, ValueError) as exc:
+        raise invalid(f"Feature {name!r} expects {dtype} values; got {_short(values)} ({exc})") from None
 
 
 def _feature(values: list[Any], name: str) -> feature_pb2.Feature:
@@ -399,7 +427,3 @@ def _short(v: Any, limit: int = 200) -> str:
     except (TypeError, ValueError):
         text = repr(v)
     return text if len(text) <= limit else text[:limit] + "..."
-
-
-def is_finite_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

@@ -15,13 +15,26 @@ MODEL_LOAD_LATENCY = ":tensorflow:serving:load_latency"
 
 # Microseconds, as TF Serving reports latencies.
 LATENCY_BUCKETS_US = (
-    100, 250, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000, 250000, 500000, 1000000, 5000000,
+    100,
+    250,
+    500,
+    1000,
+    2000,
+    5000,
+    10000,
+    20000,
+    50000,
+    100000,
+    250000,
+    500000,
+    1000000,
+    5000000,
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 def _labels(names: tuple[str, ...], values: tuple[str, ...], extra: str = "") -> str:
-    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values)]
+    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
     if extra:
         parts.append(extra)
     return "{" + ",".join(parts) + "}" if parts else ""
@@ -76,7 +89,7 @@ class Histogram:
         with self._lock:
             for labels, s in sorted(self._series.items()):
                 cumulative = 0.0
-                for bound, n in zip(self.buckets, s):
+                for bound, n in zip(self.buckets, s, strict=False):
                     cumulative += n
                     le = f'le="{bound:g}"'
                     lines.append(f"{self.name}_bucket{_labels(self.label_names, labels, le)} {cumulative:g}")
@@ -100,7 +113,10 @@ class Metrics:
             LATENCY_BUCKETS_US,
         )
         self.batch_size = Histogram(
-            BATCH_SIZE, "Distribution of the sizes of batches run by the model.", ("model_name",), BATCH_BUCKETS
+            BATCH_SIZE,
+            "Distribution of the sizes of batches run by the model.",
+            ("model_name",),
+            BATCH_BUCKETS,
         )
         self.queue_latency = Histogram(
             QUEUE_LATENCY,
@@ -122,6 +138,12 @@ class Metrics:
 
     def render(self) -> str:
         lines: list[str] = []
-        for m in (self.request_count, self.request_latency, self.batch_size, self.queue_latency, self.load_latency):
+        for m in (
+            self.request_count,
+            self.request_latency,
+            self.batch_size,
+            self.queue_latency,
+            self.load_latency,
+        ):
             lines += m.render()
         return "\n".join(lines) + "\n"

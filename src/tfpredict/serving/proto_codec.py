@@ -40,7 +40,9 @@ DTYPE_ENUMS = {
     "string": types_pb2.DT_STRING,
     "float16": types_pb2.DT_HALF,
 }
-_NUMPY_TO_ENUM = {np.dtype(v[0]): k for k, v in _TYPES.items() if v[0] is not object and k != types_pb2.DT_UINT16}
+_NUMPY_TO_ENUM = {
+    np.dtype(v[0]): k for k, v in _TYPES.items() if v[0] is not object and k != types_pb2.DT_UINT16
+}
 _NUMPY_TO_ENUM[np.dtype(np.uint16)] = types_pb2.DT_UINT16
 
 
@@ -63,7 +65,7 @@ def to_ndarray(t: tensor_pb2.TensorProto, name: str = "") -> np.ndarray:
         arr = np.frombuffer(t.tensor_content, dtype=np_dtype)
         if arr.size != count:
             raise invalid(
-                f"Input {name!r}: tensor_content holds {arr.size} values but shape {list(shape)} needs {count}"
+                f"Input {name!r}: tensor_content holds {arr.size} values; shape {list(shape)} needs {count}"
             )
         return arr.reshape(shape)
     values = getattr(t, field)
@@ -80,7 +82,9 @@ def to_ndarray(t: tensor_pb2.TensorProto, name: str = "") -> np.ndarray:
     if n == 1 or (n == 0 and count == 0):
         return np.full(shape, arr[0] if n else 0, dtype=arr.dtype)  # one value fills the tensor
     if n == 0:
-        return np.zeros(shape, dtype=arr.dtype) if np_dtype is not object else np.full(shape, b"", dtype=object)
+        return (
+            np.zeros(shape, dtype=arr.dtype) if np_dtype is not object else np.full(shape, b"", dtype=object)
+        )
     raise invalid(f"Input {name!r}: {n} values do not fill shape {list(shape)} ({count} values)")
 
 

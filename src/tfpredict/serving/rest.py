@@ -35,10 +35,23 @@ MODEL_PATH = re.compile(
 MAX_HEADER_BYTES = 64 * 1024
 DECODE_IN_THREAD_BYTES = 1 << 20  # decode big bodies off the event loop
 REASONS = {
-    100: "Continue", 200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    405: "Method Not Allowed", 409: "Conflict", 411: "Length Required", 413: "Payload Too Large",
-    429: "Too Many Requests", 431: "Request Header Fields Too Large", 499: "Client Closed Request",
-    500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable", 504: "Gateway Timeout",
+    100: "Continue",
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    411: "Length Required",
+    413: "Payload Too Large",
+    429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
+    499: "Client Closed Request",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
 }
 JSON = b"application/json"
 
@@ -134,7 +147,7 @@ class RestApi:
             k = (classes if classes is not None else scores).shape[1]  # type: ignore[union-attr]
             labels = [_text(classes[i, c]) if classes is not None else "" for c in range(k)]
             values = scores[i].tolist() if scores is not None else [0.0] * k
-            results.append(list(zip(labels, values)))
+            results.append(list(zip(labels, values, strict=True)))
         return json_codec.encode_classify(results)
 
     async def regress(self, spec: Spec, doc: dict[str, Any]) -> bytes:
@@ -163,7 +176,9 @@ class RestApi:
     def metadata(self, spec: Spec) -> bytes:
         servable = self.service.servable(spec)
         sigs = json_format.MessageToDict(
-            servable.signature_defs, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+            servable.signature_defs,
+            preserving_proto_field_name=True,
+            always_print_fields_with_no_presence=True,
         )
         doc = {
             "model_spec": {"name": spec.name, "signature_name": "", "version": str(servable.version)},
@@ -196,7 +211,7 @@ class HttpServer:
         self.api = api
         self.connections: set[HttpConnection] = set()
         self.inflight = 0
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -226,7 +241,9 @@ class HttpConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self.busy = False
-        self.head: tuple[str, str, bool, int | None, bool] | None = None  # method, path, keep-alive, length, chunked
+        self.head: tuple[str, str, bool, int | None, bool] | None = (
+            None  # method, path, keep-alive, length, chunked
+        )
         self.closing = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -299,10 +316,11 @@ class HttpConnection(asyncio.Protocol):
             except ValueError:
                 self._reject(400, "Invalid Content-Length")
                 return False
-            if length > self.server.api.max_request_bytes:
+            limit = self.server.api.max_request_bytes
+            if length > limit:
                 self._reject(
                     413,
-                    f"Request body of {length} bytes exceeds the limit of {self.server.api.max_request_bytes} "
+                    f"Request body of {length} bytes exceeds the limit of {limit} "
                     "bytes (--max_request_bytes)",
                 )
                 return False

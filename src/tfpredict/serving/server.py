@@ -124,7 +124,11 @@ async def _run(
     grpc_server = None
     if options.port:
         grpc_server = create_server(
-            service, metrics, service.manager.reload_config, options.max_request_bytes, options.grpc_channel_arguments
+            service,
+            metrics,
+            service.manager.reload_config,
+            options.max_request_bytes,
+            options.grpc_channel_arguments,
         )
         bound = grpc_server.add_insecure_port(f"{_grpc_host(options.host)}:{options.port}")
         if not bound:
@@ -137,7 +141,9 @@ async def _run(
         try:
             await http.start(options.host, options.rest_api_port)
         except OSError as exc:
-            raise UsageError(f"Could not bind the REST port {options.host}:{options.rest_api_port}: {exc.strerror}") from exc
+            raise UsageError(
+                f"Could not bind the REST port {options.host}:{options.rest_api_port}: {exc.strerror}"
+            ) from exc
     parts = []
     if grpc_server is not None:
         parts.append(f"gRPC at {options.host}:{options.port}")

@@ -58,7 +58,7 @@ def invalid(message: str) -> ServingError:
 
 
 def as_serving_error(exc: BaseException) -> ServingError:
-    """Map any exception raised while answering a request to a status; our own bugs are INTERNAL and logged."""
+    """Map an exception raised while answering a request to a status; our own bugs: INTERNAL, logged."""
     if isinstance(exc, ServingError):
         return exc
     if isinstance(exc, InputError):
