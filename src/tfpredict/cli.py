@@ -78,10 +78,13 @@ def _import_tensorflow_quietly() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Every command runs TensorFlow; import it (quietly) before any module of ours can. Help and
+    # --version need none of it.
+    if not {"--debug", "-h", "--help", "--version"} & set(argv):
+        _import_tensorflow_quietly()
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.debug:
-        _import_tensorflow_quietly()
     try:
         return int(args.run(args))
     except TfpredictError as exc:
