@@ -13,6 +13,7 @@ __all__ = [
     "Predictor",
     "PredictResult",
     "predict_files",
+    "doctor",
     "errors",
     "TfpredictError",
     "ModelLoadError",
@@ -24,6 +25,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from .doctor import doctor
     from .pipeline import PredictResult, predict_files
     from .predictor import Predictor
 
@@ -32,6 +34,7 @@ _LAZY = {
     "Predictor": ("predictor", "Predictor"),
     "predict_files": ("pipeline", "predict_files"),
     "PredictResult": ("pipeline", "PredictResult"),
+    "doctor": ("doctor", "doctor"),
 }
 
 

@@ -1,0 +1,120 @@
+"""`tfpredict doctor`: where prediction time goes (input, model, output), measured on the user's own data,
+and what to change, with the expected gain of each change.
+
+    from tfpredict import doctor
+    d = doctor("export/", "data.csv", seconds=30)
+    d.bottleneck            # "input", "model" or "output"
+    d.to_dict()             # the object `tfpredict doctor --json` prints
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import types
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .advise import Recommendation, Settings, recommendations, recommended_settings, verdict
+from .measure import DEFAULT_SECONDS, Measurements, measure
+
+
+@dataclass
+class Diagnosis:
+    """What doctor found: the bottleneck with its evidence, every measurement, and the recommendations."""
+
+    bottleneck: str
+    evidence: str
+    recommended: Settings
+    recommendations: list[Recommendation]
+    measurements: Measurements
+
+    @property
+    def stages(self) -> dict[str, Any]:
+        return {k: s.to_dict() for k, s in self.measurements.stages.items()}
+
+    @property
+    def sweeps(self) -> dict[str, Any]:
+        m = self.measurements
+        return {
+            "batch_size": [p.to_dict() for p in m.batch_sweep],
+            "threads": [p.to_dict() for p in m.thread_sweep],
+            "xla": [p.to_dict() for p in m.xla_sweep],
+            "input_format": [p.to_dict() for p in m.format_sweep],
+            "end_to_end": [p.to_dict() for p in m.end_to_end_sweep],
+            "per_row": m.per_row.to_dict() if m.per_row else None,
+        }
+
+    @property
+    def top_ops(self) -> list[dict[str, Any]]:
+        return [op.to_dict() for op in self.measurements.top_ops]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of `tfpredict doctor --json` (plain types only)."""
+        m = self.measurements
+        return {
+            "export": m.export,
+            "data": m.data,
+            "signature": m.signature,
+            "path": m.model_path,
+            "input_format": m.input_format,
+            "output_format": m.output_format,
+            "cpus": m.cpus,
+            "sample_rows": m.sample_rows,
+            "whole_input_read": m.file_exhausted,
+            "budget_seconds": m.budget,
+            "seconds": round(m.seconds, 2),
+            "bottleneck": self.bottleneck,
+            "evidence": self.evidence,
+            "stages": self.stages,
+            "sweeps": self.sweeps,
+            "top_ops": self.top_ops,
+            "op_categories": {k: round(v, 4) for k, v in m.op_categories.items()},
+            "recommended": self.recommended.to_dict(),
+            "recommendations": [r.to_dict() for r in self.recommendations],
+            "skipped": list(m.skipped),
+        }
+
+
+def doctor(
+    export: str | os.PathLike[str],
+    data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    rows: int | None = None,
+    seconds: float = DEFAULT_SECONDS,
+    signature: str | None = None,
+    output_format: str = "parquet",
+    progress: Callable[[str], None] | None = None,
+) -> Diagnosis:
+    """Measure where prediction time goes for `export` on a sample of `data` (files, globs or directories
+    as `tfpredict predict` takes them), within about `seconds`, and say what to change.
+
+    rows: at most this many rows in the sample (default: as many as fit the budget, never more than the
+    input). output_format: what the job would write ("parquet", "csv", "jsonl").
+    """
+    m = measure(
+        export,
+        data,
+        rows=rows,
+        seconds=seconds,
+        signature=signature,
+        output_format=output_format,
+        progress=progress,
+    )
+    v = verdict(m)
+    chosen = recommended_settings(m, v.bottleneck)
+    return Diagnosis(v.bottleneck, v.evidence, chosen, recommendations(m, v, chosen), m)
+
+
+class _CallablePackage(types.ModuleType):
+    """`tfpredict.doctor` names both this package and its function. Once the package is imported, Python sets
+    the attribute `tfpredict.doctor` to the package, so calling the package calls the function."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Diagnosis:
+        return doctor(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage
+
+__all__ = ["Diagnosis", "Recommendation", "Settings", "doctor"]

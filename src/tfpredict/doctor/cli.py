@@ -1,0 +1,89 @@
+"""`tfpredict doctor EXPORT DATA`: argument parsing and printing; the work is measure.py and advise.py."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ..errors import UsageError
+
+
+def add_doctor_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "doctor",
+        help="measure where prediction time goes (input, model, output) on your data, and what to change",
+        description=(
+            "Measure each stage of batch prediction on a sample of DATA (reading, feature conversion, "
+            "the model alone, writing) and the real pipelined job; name the bottleneck; sweep batch size, "
+            "threads, XLA and "
+            "input format; list the model's top ops; recommend settings for `tfpredict predict`."
+        ),
+    )
+    p.add_argument("export", help="SavedModel version directory, or a base directory of numeric versions")
+    p.add_argument(
+        "data",
+        nargs="+",
+        metavar="DATA",
+        help="input files, globs or directories (.csv[.gz], .parquet, .jsonl[.gz], .tfrecord[.gz])",
+    )
+    p.add_argument(
+        "--rows",
+        type=int,
+        default=None,
+        help="at most this many rows in the sample (default: what fits the time budget)",
+    )
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=60.0,
+        help="time budget for all measurements, loading included (default: 60)",
+    )
+    p.add_argument("--signature", help="signature to call (default: predict, else serving_default)")
+    p.add_argument(
+        "--output-format",
+        choices=["parquet", "csv", "jsonl"],
+        default="parquet",
+        help="the format your job writes (default: parquet)",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON object on stdout instead of the summary"
+    )
+    p.add_argument(
+        "--report", metavar="FILE.html", help="also write a self-contained HTML report with charts"
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
+    p.set_defaults(run=run_doctor)
+
+
+def run_doctor(args: argparse.Namespace) -> int:
+    from . import doctor
+    from .report import format_json, format_text, write_html
+
+    if args.seconds <= 0:
+        raise UsageError("--seconds must be positive")
+    if args.rows is not None and args.rows < 1:
+        raise UsageError("--rows must be at least 1")
+
+    def progress(text: str) -> None:
+        if not args.quiet:
+            print(f"tfpredict doctor: {text}...", file=sys.stderr, flush=True)
+
+    diagnosis = doctor(
+        args.export,
+        args.data,
+        rows=args.rows,
+        seconds=args.seconds,
+        signature=args.signature,
+        output_format=args.output_format,
+        progress=progress,
+    )
+    if args.report:
+        path = write_html(diagnosis, args.report)
+        if not args.quiet:
+            print(f"tfpredict doctor: report written to {path}", file=sys.stderr)
+    print(format_json(diagnosis) if args.json else format_text(diagnosis))
+    return 0
+
+
+__all__ = ["add_doctor_parser", "run_doctor"]
