@@ -1,4 +1,4 @@
-"""`tfpredict predict` as a real process: bad input gives one clear line and no file; signals leave no file."""
+"""`tfpredict predict` as a process: bad input gives one clear line and no file; signals leave no file."""
 
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ def tfpredict(*args: str | Path) -> list[str]:
 
 # TensorFlow's C++ start-up banner, printed before any log level applies. cli.main hides it while TF imports;
 # it still shows when a subcommand module imports TF while the parser is built (reported to the CLI owner).
-_TF_BANNER = re.compile(r"^(WARNING: All log messages before absl|[IWE]\d{4} \d\d:\d\d:\d\d|To enable the following)")
+_TF_BANNER = re.compile(
+    r"^(WARNING: All log messages before absl|[IWE]\d{4} \d\d:\d\d:\d\d|To enable the following)"
+)
 
 
 def stderr_lines(text: str) -> list[str]:
@@ -65,8 +67,16 @@ def cases(tmp: Path) -> dict[str, tuple[list[str], Path, list[str]]]:
             ["bad.csv", "line 18", "'age'", "'old'", "number"],
         ),
         "nonexistent export": (tfpredict(tmp / "nope", FX.csv, "-o", out), out, ["nope"]),
-        "not a SavedModel": (tfpredict(tmp / "not_a_model", FX.csv, "-o", out), out, ["not_a_model", "SavedModel"]),
-        "nonexistent input": (tfpredict(FX.export, tmp / "missing.csv", "-o", out), out, ["missing.csv", "not found"]),
+        "not a SavedModel": (
+            tfpredict(tmp / "not_a_model", FX.csv, "-o", out),
+            out,
+            ["not_a_model", "SavedModel"],
+        ),
+        "nonexistent input": (
+            tfpredict(FX.export, tmp / "missing.csv", "-o", out),
+            out,
+            ["missing.csv", "not found"],
+        ),
         "corrupt Parquet": (tfpredict(FX.export, corrupt, "-o", out), out, ["corrupt.parquet", "Parquet"]),
         "output directory missing": (
             tfpredict(FX.export, FX.csv, "-o", tmp / "no" / "such" / "out.parquet"),
@@ -78,7 +88,9 @@ def cases(tmp: Path) -> dict[str, tuple[list[str], Path, list[str]]]:
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[subprocess.CompletedProcess[str], Path, list[str]]]:
+def results(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, tuple[subprocess.CompletedProcess[str], Path, list[str]]]:
     """Every bad-input case, run as real processes side by side (each pays TensorFlow's start-up)."""
     tmp = tmp_path_factory.mktemp("bad")
     todo = cases(tmp)
@@ -93,8 +105,16 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[subproc
 
 @pytest.mark.parametrize(
     "case",
-    ["missing column", "non-numeric value", "nonexistent export", "not a SavedModel", "nonexistent input",
-     "corrupt Parquet", "output directory missing", "unknown output"],
+    [
+        "missing column",
+        "non-numeric value",
+        "nonexistent export",
+        "not a SavedModel",
+        "nonexistent input",
+        "corrupt Parquet",
+        "output directory missing",
+        "unknown output",
+    ],
 )
 def test_bad_input_one_line_no_traceback_no_file(results: dict, case: str) -> None:
     proc, out, words = results[case]
@@ -112,22 +132,33 @@ def test_bad_input_one_line_no_traceback_no_file(results: dict, case: str) -> No
 
 def test_success_prints_one_summary_line(tmp_path: Path) -> None:
     out = tmp_path / "p.jsonl"
-    proc = subprocess.run(tfpredict(FX.export, FX.csv, "-o", out, "--keep", "id"), capture_output=True, text=True,
-                          env=env(), timeout=120)
+    proc = subprocess.run(
+        tfpredict(FX.export, FX.csv, "-o", out, "--keep", "id"),
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = stderr_lines(proc.stderr)
     assert len(lines) == 1 and "50 rows" in lines[0] and "rows/s" in lines[0] and str(out) in lines[0]
     assert len(out.read_text().splitlines()) == 50
-    quiet = subprocess.run(tfpredict(FX.export, FX.csv, "-o", out, "-q"), capture_output=True, text=True,
-                           env=env(), timeout=120)
+    quiet = subprocess.run(
+        tfpredict(FX.export, FX.csv, "-o", out, "-q"), capture_output=True, text=True, env=env(), timeout=120
+    )
     assert quiet.returncode == 0 and stderr_lines(quiet.stderr) == []
 
 
 def test_bad_rows_keeps_good_rows_and_writes_bad_ones(tmp_path: Path) -> None:
     data = edited_csv(tmp_path / "bad.csv", 7, "age", "n/a")
     out, rejects = tmp_path / "p.csv", tmp_path / "rejects.csv"
-    proc = subprocess.run(tfpredict(FX.export, data, "-o", out, "--keep", "id", "--bad-rows", rejects),
-                          capture_output=True, text=True, env=env(), timeout=120)
+    proc = subprocess.run(
+        tfpredict(FX.export, data, "-o", out, "--keep", "id", "--bad-rows", rejects),
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "1 bad rows" in proc.stderr
     ids = [line.split(",")[0].strip('"') for line in out.read_text().splitlines()[1:]]
@@ -149,8 +180,12 @@ def test_signal_mid_run_stops_fast_and_leaves_no_file(tmp_path: Path, sig: int, 
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     out = out_dir / "p.parquet"
-    proc = subprocess.Popen(tfpredict(FX.export, big, "-o", out, "--batch-size", "4096"), stderr=subprocess.PIPE,
-                            text=True, env=env())
+    proc = subprocess.Popen(
+        tfpredict(FX.export, big, "-o", out, "--batch-size", "4096"),
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env(),
+    )
     deadline = time.monotonic() + 60
     while not list(out_dir.iterdir()) and time.monotonic() < deadline:  # the temporary file: writing started
         time.sleep(0.05)

@@ -55,12 +55,15 @@ def test_every_input_format_gives_the_same_output(fixture: Fixture, in_format: s
 def test_order_is_input_order_whatever_the_batching(batch_size: int, workers: int, tmp_path: Path) -> None:
     fx = load_fixture("dnn_binary")
     out = tmp_path / "p.parquet"
-    predict_files(predictor_of(fx), [fx.csv, fx.csv], out, keep=["id"], batch_size=batch_size,
-                  model_workers=workers)
+    predict_files(
+        predictor_of(fx), [fx.csv, fx.csv], out, keep=["id"], batch_size=batch_size, model_workers=workers
+    )
     got = read_output(out)
     n = len(fx.expected["logits"])
     assert got["id"] == [str(i) for i in range(n)] * 2  # CSV ids pass through as text
-    np.testing.assert_allclose(np.asarray(got["logits"]), np.ravel(fx.expected["logits"] * 2), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(got["logits"]), np.ravel(fx.expected["logits"] * 2), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_globs_directories_and_several_files(tmp_path: Path) -> None:
@@ -143,7 +146,9 @@ def test_bad_value_without_bad_rows_names_file_line_column(tmp_path: Path) -> No
     out = tmp_path / "p.parquet"
     with pytest.raises(InputError) as info:
         predict_files(predictor_of(fx), data, out)
-    assert "line 32" in info.value.message and "'age'" in info.value.message and "'forty'" in info.value.message
+    assert (
+        "line 32" in info.value.message and "'age'" in info.value.message and "'forty'" in info.value.message
+    )
     assert not out.exists() and list(tmp_path.iterdir()) == [data]
 
 

@@ -64,7 +64,8 @@ class PredictResult:
         return self.rows / self.seconds if self.seconds > 0 else 0.0
 
     def summary(self) -> str:
-        text = f"{self.rows:,} rows in {self.seconds:.1f} s ({self.rows_per_second:,.0f} rows/s) -> {self.output}"
+        rate = f"{self.rows_per_second:,.0f} rows/s"
+        text = f"{self.rows:,} rows in {self.seconds:.1f} s ({rate}) -> {self.output}"
         if self.bad_rows:
             text += f"; {self.bad_rows:,} bad rows -> {self.bad_rows_path}"
         return text
@@ -135,7 +136,7 @@ def _thread(run: _Run, name: str, target: Callable[[], None]) -> threading.Threa
     return t
 
 
-# ----------------------------------------------------------------------------------------------- the stages
+# ---------------------------------------------------------------------------------------------- the stages
 
 
 class _Model:
@@ -145,7 +146,9 @@ class _Model:
         self.predictor = predictor
         self.signature = signature
         self.outputs = outputs
-        self.schema = predictor.inputs_for(signature) if hasattr(predictor, "inputs_for") else predictor.inputs
+        self.schema = (
+            predictor.inputs_for(signature) if hasattr(predictor, "inputs_for") else predictor.inputs
+        )
         self.path = predictor.path_for(signature) if hasattr(predictor, "path_for") else predictor.path
         self.serialized_input = _serialized_input(predictor, signature, self.path)
 
@@ -234,7 +237,7 @@ def _convert_checked(model: _Model, chunk: Chunk, lenient: bool) -> tuple[Chunk,
         return chunk, (model.convert(chunk) if chunk.batch.num_rows else None)
 
 
-# ----------------------------------------------------------------------------------------------- the run
+# ---------------------------------------------------------------------------------------------- the run
 
 
 def predict_files(
@@ -277,16 +280,20 @@ def predict_files(
     files = expand_inputs([inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs))
     keep = list(dict.fromkeys(keep))
 
-    predictor = export if not isinstance(export, (str, os.PathLike)) else _load(
-        export, signature, threads, inter_op_threads, xla
+    predictor = (
+        export
+        if not isinstance(export, (str, os.PathLike))
+        else _load(export, signature, threads, inter_op_threads, xla)
     )
     model = _Model(predictor, signature or predictor.signature, list(outputs) if outputs else None)
     available = list(predictor.signatures[model.signature].outputs)
     selected = list(outputs) if outputs else available
     unknown = [o for o in selected if o not in available]
     if unknown:
-        raise UsageError(f"unknown output(s) {', '.join(unknown)}; the signature {model.signature!r} has: "
-                         f"{', '.join(available)}")
+        raise UsageError(
+            f"unknown output(s) {', '.join(unknown)}; the signature {model.signature!r} has: "
+            f"{', '.join(available)}"
+        )
     clash = [k for k in keep if k in selected]
     if clash:
         raise UsageError(f"--keep column(s) {', '.join(clash)} have the same name as model outputs")
@@ -339,7 +346,9 @@ def predict_files(
             run.put(done_q, item)
 
     keep_types: dict[str, pa.DataType] = {}
-    declared = {k: output_type(t.dtype, t.shape) for k, t in predictor.signatures[model.signature].outputs.items()}
+    declared = {
+        k: output_type(t.dtype, t.shape) for k, t in predictor.signatures[model.signature].outputs.items()
+    }
     threads_ = [_thread(run, "read", read), _thread(run, "convert", convert)]
     threads_ += [_thread(run, f"model{i}", predict) for i in range(model_workers)]
 
@@ -390,8 +399,8 @@ def predict_files(
         raise
     finally:
         run.stop.set()
-        for t in threads_:
-            t.join(timeout=10)
+        for thread in threads_:
+            thread.join(timeout=10)
         if bad_writer is not None:
             bad_writer.close()
     seconds = time.perf_counter() - started
@@ -407,8 +416,13 @@ def predict_files(
     )
 
 
-def _load(export: str | os.PathLike[str], signature: str | None, threads: int | None,
-          inter_op: int | None, xla: bool) -> Predictor:
+def _load(
+    export: str | os.PathLike[str],
+    signature: str | None,
+    threads: int | None,
+    inter_op: int | None,
+    xla: bool,
+) -> Predictor:
     from .predictor import Predictor
 
     return Predictor.load(export, signature, intra_op_threads=threads, inter_op_threads=inter_op, xla=xla)

@@ -1,4 +1,4 @@
-"""`tfpredict predict EXPORT INPUT... -o OUTPUT`: argument parsing, progress bar, signals; the work is pipeline.py."""
+"""`tfpredict predict EXPORT INPUT... -o OUTPUT`: arguments, progress bar, signals (the work: pipeline.py)."""
 
 from __future__ import annotations
 
@@ -27,25 +27,51 @@ def add_predict_parser(subparsers: Any) -> None:
         ),
     )
     p.add_argument("export", help="SavedModel version directory, or a base directory of numeric versions")
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="files, globs or directories (.csv[.gz], .parquet, .jsonl[.gz], .tfrecord[.gz])")
-    p.add_argument("-o", "--output", required=True,
-                   help="output file; format from its extension: .parquet (default), .csv, .jsonl")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="files, globs or directories (.csv[.gz], .parquet, .jsonl[.gz], .tfrecord[.gz])",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="output file; format from its extension: .parquet (default), .csv, .jsonl",
+    )
     p.add_argument("--signature", help="signature to call (default: predict, else serving_default)")
     p.add_argument("--outputs", help="comma-separated model outputs to write (default: all)")
-    p.add_argument("--keep", nargs="+", default=[], metavar="COL", help="input columns (ids) to copy to the output")
-    p.add_argument("--batch-size", type=int, default=None, help="rows per model call (default: 8192, measured)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="TensorFlow intra-op threads (default: all cores)")
+    p.add_argument(
+        "--keep", nargs="+", default=[], metavar="COL", help="input columns (ids) to copy to the output"
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="rows per model call (default: 8192, measured)"
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="TensorFlow intra-op threads (default: all cores)"
+    )
     p.add_argument("--inter-op-threads", type=int, default=None, help="TensorFlow inter-op threads")
-    p.add_argument("--xla", action="store_true", help="jit-compile the model with XLA where the export allows it")
-    p.add_argument("--bad-rows", metavar="FILE",
-                   help="write rows that cannot be read or converted here (.jsonl or .csv) and carry on")
+    p.add_argument(
+        "--xla", action="store_true", help="jit-compile the model with XLA where the export allows it"
+    )
+    p.add_argument(
+        "--bad-rows",
+        metavar="FILE",
+        help="write rows that cannot be read or converted here (.jsonl or .csv) and carry on",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
-    p.add_argument("--engine", choices=["local", "ray"], default="local",
-                   help="local: threads in this process; ray: a Ray cluster (-o is then a new directory of files)")
-    p.add_argument("--address", help="--engine ray: a running cluster (default: RAY_ADDRESS, else start one here)")
-    p.add_argument("--workers", type=int, help="--engine ray: predictor actors (default: one per cluster CPU)")
+    p.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: threads in this process; ray: a Ray cluster (-o is then a new directory of files)",
+    )
+    p.add_argument(
+        "--address", help="--engine ray: a running cluster (default: RAY_ADDRESS, else start one here)"
+    )
+    p.add_argument(
+        "--workers", type=int, help="--engine ray: predictor actors (default: one per cluster CPU)"
+    )
     p.set_defaults(run=run_predict)
 
 
@@ -63,8 +89,14 @@ class _Progress:
 
         from .io.readers import estimate_rows
 
-        self.bar = tqdm(total=estimate_rows(files), unit=" rows", unit_scale=True, file=sys.stderr,
-                        dynamic_ncols=True, smoothing=0.1)
+        self.bar = tqdm(
+            total=estimate_rows(files),
+            unit=" rows",
+            unit_scale=True,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            smoothing=0.1,
+        )
 
     def update(self, rows: int) -> None:
         if self.bar is not None:

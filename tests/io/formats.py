@@ -48,7 +48,7 @@ def _value(v: Any, spec: FeatureSpec) -> Any:
 
 
 def write_as(fmt: str, csv_path: Path, schema: dict[str, FeatureSpec], target_dir: Path) -> Path:
-    """The fixture CSV's rows as a file of format fmt ("csv", "csv.gz", "parquet", "jsonl", "tfrecord", ...)."""
+    """The fixture CSV's rows as a file of format fmt ("csv.gz", "parquet", "jsonl", "tfrecord", ...)."""
     out = target_dir / f"data.{fmt}"
     if fmt == "csv":
         shutil.copy(csv_path, out)
@@ -88,7 +88,13 @@ def write_as(fmt: str, csv_path: Path, schema: dict[str, FeatureSpec], target_di
 def _arrow_type(spec: FeatureSpec | None, values: list[Any]) -> pa.DataType | None:
     if spec is None:
         return None
-    scalar = pa.string() if spec.dtype == "string" else pa.int64() if spec.dtype.startswith("int") else pa.float32()
+    scalar = (
+        pa.string()
+        if spec.dtype == "string"
+        else pa.int64()
+        if spec.dtype.startswith("int")
+        else pa.float32()
+    )
     if any(isinstance(v, list) for v in values):
         return pa.list_(scalar)
     return scalar
@@ -105,7 +111,9 @@ def to_example(row: dict[str, Any], schema: dict[str, FeatureSpec]) -> Any:
         spec = schema.get(name)
         dtype = spec.dtype if spec is not None else ("int64" if name == "id" else "string")
         if dtype == "string":
-            feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(v).encode() for v in values]))
+            feature[name] = tf.train.Feature(
+                bytes_list=tf.train.BytesList(value=[str(v).encode() for v in values])
+            )
         elif dtype.startswith("int"):
             feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
         else:
@@ -125,11 +133,15 @@ def read_output(path: Path, strings: set[str] = frozenset()) -> dict[str, list[A
     if name.endswith(".csv") or name.endswith(".csv.gz"):
         import pyarrow.csv as pacsv
 
-        t = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types={k: pa.string() for k in strings}))
+        t = pacsv.read_csv(
+            path, convert_options=pacsv.ConvertOptions(column_types={k: pa.string() for k in strings})
+        )
         cols: dict[str, list[Any]] = {}
         for k in t.column_names:
             values = t.column(k).to_pylist()
-            if pa.types.is_string(t.column(k).type) and any(isinstance(v, str) and v.startswith("[") for v in values):
+            if pa.types.is_string(t.column(k).type) and any(
+                isinstance(v, str) and v.startswith("[") for v in values
+            ):
                 values = [json.loads(v) for v in values]
             cols[k] = values
         return cols

@@ -55,7 +55,9 @@ def test_gzip_csv_and_rebatching(tmp_path: Path) -> None:
 
 
 def test_rebatch_exact_sizes() -> None:
-    parts = [pa.record_batch({"a": list(range(i, i + k))}) for i, k in ((0, 5), (5, 1), (6, 9), (15, 0), (15, 3))]
+    parts = [
+        pa.record_batch({"a": list(range(i, i + k))}) for i, k in ((0, 5), (5, 1), (6, 9), (15, 0), (15, 3))
+    ]
     out = list(rebatch(parts, 4))
     assert [b.num_rows for b in out] == [4, 4, 4, 4, 2]
     assert sum((b.column(0).to_pylist() for b in out), []) == list(range(18))
@@ -82,7 +84,9 @@ def test_lenient_csv_sets_bad_rows_aside(tmp_path: Path) -> None:
 
 def test_missing_column_names_it_and_what_was_found(tmp_path: Path) -> None:
     (f,) = expand_inputs([one_file(tmp_path, "a.csv", "n,zip\n1,a\n")])
-    with pytest.raises(InputError, match=r"a.csv: missing column 'x' needed by the model .*columns found: n, zip"):
+    with pytest.raises(
+        InputError, match=r"a.csv: missing column 'x' needed by the model .*columns found: n, zip"
+    ):
         list(read_csv(f, SCHEMA, 10))
 
 

@@ -1,4 +1,4 @@
-"""Streaming record-batch readers: CSV, Parquet, JSON Lines and TFRecord files -> Arrow batches in model types.
+"""Streaming record-batch readers: CSV, Parquet, JSON Lines, TFRecord files -> Arrow batches in model types.
 
 Every reader yields `Chunk`s of at most `batch_size` rows and never holds a whole file. Column types follow
 the model's feature schema, not the reader's guess: a column of digits stays a string for a string feature,
@@ -48,7 +48,7 @@ FORMATS = {
 
 @dataclass(frozen=True)
 class InputFile:
-    """One input file with its format ("csv", "parquet", "jsonl", "tfrecord") and compression ("gzip"/None)."""
+    """An input file, its format ("csv", "parquet", "jsonl", "tfrecord") and compression ("gzip"/None)."""
 
     path: Path
     format: str
@@ -91,7 +91,7 @@ class Chunk:
         return len(self.serialized) if self.serialized is not None else self.batch.num_rows
 
     def line_of(self, i: int) -> int | None:
-        """1-based line number of row i of this chunk (header is line 1 in CSV), or None for binary formats."""
+        """1-based line number of row i of this chunk (the CSV header is line 1); None for binary formats."""
         n = self.first_row + i + 1
         if self.file.format == "csv":
             return n + 1
@@ -103,10 +103,12 @@ class Chunk:
         line = self.line_of(i)
         if line is not None:
             return f"{self.file}, line {line}"
-        return f"{self.file}, {'record' if self.file.format == 'tfrecord' else 'row'} {self.first_row + i + 1}"
+        return (
+            f"{self.file}, {'record' if self.file.format == 'tfrecord' else 'row'} {self.first_row + i + 1}"
+        )
 
 
-# ----------------------------------------------------------------------------------------------- finding files
+# ---------------------------------------------------------------------------------------------- finding files
 
 
 def detect_format(path: Path) -> InputFile:
@@ -159,7 +161,7 @@ def _known(path: Path) -> bool:
     return not path.name.startswith(".")
 
 
-# ----------------------------------------------------------------------------------------------- types
+# ---------------------------------------------------------------------------------------------- types
 
 
 _NUMERIC = {
@@ -225,10 +227,12 @@ def _check_columns(
             raise InputError(_missing_message(file, name, spec, names))
     for name in keep:
         if name not in present:
-            raise InputError(f"{file}: --keep column '{name}' is not in the input; columns found: {', '.join(names)}")
+            raise InputError(
+                f"{file}: --keep column '{name}' is not in the input; columns found: {', '.join(names)}"
+            )
 
 
-# ----------------------------------------------------------------------------------------------- rebatching
+# ---------------------------------------------------------------------------------------------- rebatching
 
 
 def rebatch(batches: Iterable[pa.RecordBatch], size: int) -> Iterator[pa.RecordBatch]:
@@ -250,10 +254,12 @@ def rebatch(batches: Iterable[pa.RecordBatch], size: int) -> Iterator[pa.RecordB
         yield pending[0] if len(pending) == 1 else pa.concat_batches(pending)
 
 
-# ----------------------------------------------------------------------------------------------- CSV
+# ---------------------------------------------------------------------------------------------- CSV
 
 
-_FLOAT_TEXT = re.compile(r"^\s*[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf|infinity|nan)\s*$", re.I)
+_FLOAT_TEXT = re.compile(
+    r"^\s*[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf|infinity|nan)\s*$", re.I
+)
 _INT_TEXT = re.compile(r"^\s*[+-]?\d+\s*$")
 _TYPE_WORDS = {"float": "a number", "double": "a number", "int64": "an integer", "int32": "an integer"}
 
@@ -310,7 +316,7 @@ def _raise_conversion_error(
     types: dict[str, pa.DataType],
     delimiter: str,
 ) -> None:
-    """Turn Arrow's "In CSV column #3: CSV conversion error to float: invalid value 'x'" into a line number."""
+    """Arrow's "In CSV column #3: CSV conversion error to float: invalid value 'x'" -> a line number."""
     m = re.search(r"column #(\d+)", message)
     if not m or int(m.group(1)) >= len(names):
         raise InputError(f"{file}: {message}")
@@ -331,7 +337,8 @@ def _raise_conversion_error(
             i = int(np.argmax(bad))
             value = batch.column(0)[i].as_py()
             raise InputError(
-                f"{file}, line {row + i + 2}, column '{column}': expected {_expected(target)}, found {value!r}"
+                f"{file}, line {row + i + 2}, column '{column}': "
+                f"expected {_expected(target)}, found {value!r}"
             )
         row += batch.num_rows
     raise InputError(f"{file}: column '{column}': {message}")
@@ -459,12 +466,15 @@ def _convert_lenient(chunk: Chunk, types: dict[str, pa.DataType]) -> Chunk:
             col, bad = _cast_text(col, target)
             for i in np.flatnonzero(bad & ~bad_any):
                 reasons[int(i)] = (
-                    f"column '{name}': expected {_expected(target)}, found {batch.column(name)[int(i)].as_py()!r}"
+                    f"column '{name}': expected {_expected(target)}, "
+                    f"found {batch.column(name)[int(i)].as_py()!r}"
                 )
             bad_any |= bad
         columns.append(col)
     batch = pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
-    return split_bad_rows(Chunk(batch, chunk.file, chunk.first_row, bad_rows=chunk.bad_rows), bad_any, reasons)
+    return split_bad_rows(
+        Chunk(batch, chunk.file, chunk.first_row, bad_rows=chunk.bad_rows), bad_any, reasons
+    )
 
 
 def split_bad_rows(chunk: Chunk, bad: np.ndarray, reasons: dict[int, str]) -> Chunk:
@@ -476,11 +486,13 @@ def split_bad_rows(chunk: Chunk, bad: np.ndarray, reasons: dict[int, str]) -> Ch
     if not bad.any():
         return chunk
     original = chunk.batch
-    for i in np.flatnonzero(bad):
-        i = int(i)
-        values = {k: v for k, v in original.slice(i, 1).to_pylist()[0].items()}
+    for index in np.flatnonzero(bad):
+        i = int(index)
+        values = dict(original.slice(i, 1).to_pylist()[0])
         chunk.bad_rows.append(
-            BadRow(str(chunk.file), chunk.first_row + i + 1, chunk.line_of(i), reasons.get(i, "rejected"), values)
+            BadRow(
+                str(chunk.file), chunk.first_row + i + 1, chunk.line_of(i), reasons.get(i, "rejected"), values
+            )
         )
     keep = pa.array(~bad)
     out = Chunk(original.filter(keep), chunk.file, chunk.first_row, bad_rows=chunk.bad_rows)
@@ -488,7 +500,7 @@ def split_bad_rows(chunk: Chunk, bad: np.ndarray, reasons: dict[int, str]) -> Ch
     return out
 
 
-# ----------------------------------------------------------------------------------------------- Parquet
+# ---------------------------------------------------------------------------------------------- Parquet
 
 
 def read_parquet(
@@ -528,7 +540,9 @@ def _cast_to_schema(
         spec = schema.get(name)
         target = column_type(spec, file.format) if spec is not None else None
         if target is not None and col.type != target:
-            if pa.types.is_string(target) and not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+            if pa.types.is_string(target) and not (
+                pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
+            ):
                 pass  # a non-text column for a string feature: the core names it clearly
             elif pa.types.is_list(target) and not _is_list(col.type):
                 pass  # one value per row, or JSON-list text, for a multi-valued feature: the core handles it
@@ -538,14 +552,15 @@ def _cast_to_schema(
                     changed = True
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
                     raise InputError(
-                        f"{file}, rows {first_row + 1}-{first_row + batch.num_rows}, column '{name}': expected "
-                        f"{_expected(target)}, found {col.type} values that do not convert ({str(e).splitlines()[0]})"
+                        f"{file}, rows {first_row + 1}-{first_row + batch.num_rows}, column '{name}': "
+                        f"expected {_expected(target)}, found {col.type} values that do not convert "
+                        f"({str(e).splitlines()[0]})"
                     ) from None
         columns.append(col)
     return pa.RecordBatch.from_arrays(columns, names=batch.schema.names) if changed else batch
 
 
-# ----------------------------------------------------------------------------------------------- JSON Lines
+# ---------------------------------------------------------------------------------------------- JSON Lines
 
 
 def read_jsonl(
@@ -611,7 +626,7 @@ def _json_error(file: InputFile, message: str, row: int) -> str:
     return f"{file}: not valid JSON Lines after line {row} ({first})"
 
 
-# ----------------------------------------------------------------------------------------------- TFRecord
+# ---------------------------------------------------------------------------------------------- TFRecord
 
 
 def _example_keep_types(file: InputFile, keep: Sequence[str]) -> dict[str, Any]:
@@ -628,7 +643,9 @@ def _example_keep_types(file: InputFile, keep: Sequence[str]) -> dict[str, Any]:
         if name not in example.features.feature:
             raise InputError(f"{file}: --keep feature '{name}' is not in the tf.Example records")
         kind = example.features.feature[name].WhichOneof("kind")
-        dtype = {"bytes_list": tf.string, "int64_list": tf.int64, "float_list": tf.float32}.get(kind, tf.string)
+        dtype = {"bytes_list": tf.string, "int64_list": tf.int64, "float_list": tf.float32}.get(
+            kind, tf.string
+        )
         spec[name] = tf.io.FixedLenFeature([], dtype)
     return spec
 
@@ -712,7 +729,7 @@ def read_tfrecord(
         row += n
 
 
-# ----------------------------------------------------------------------------------------------- all inputs
+# ---------------------------------------------------------------------------------------------- all inputs
 
 
 def read_inputs(
@@ -788,4 +805,3 @@ __all__ = [
     "split_bad_rows",
     "value_type",
 ]
-

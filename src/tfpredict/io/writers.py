@@ -27,8 +27,14 @@ from ..errors import OutputError
 
 log = logging.getLogger(__name__)
 
-OUTPUT_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl",
-                  ".json": "jsonl"}
+OUTPUT_FORMATS = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+}
 
 
 def output_format(path: str | os.PathLike[str]) -> tuple[str, str | None]:
@@ -44,7 +50,8 @@ def output_format(path: str | os.PathLike[str]) -> tuple[str, str | None]:
     fmt = OUTPUT_FORMATS.get(suffixes[-1])
     if fmt is None:
         raise OutputError(
-            f"{path}: unknown output format '{suffixes[-1]}' (use .parquet, .csv or .jsonl, optionally .gz for text)"
+            f"{path}: unknown output format '{suffixes[-1]}' "
+            "(use .parquet, .csv or .jsonl, optionally .gz for text)"
         )
     if fmt == "parquet" and compression:
         raise OutputError(f"{path}: gzip-compressed Parquet is not supported (Parquet compresses internally)")
@@ -65,7 +72,7 @@ def check_output_path(path: str | os.PathLike[str]) -> Path:
     return out
 
 
-# ----------------------------------------------------------------------------------------------- numpy -> Arrow
+# ---------------------------------------------------------------------------------------------- to Arrow
 
 
 _ARROW_OF_DTYPE = {
@@ -87,7 +94,7 @@ _ARROW_OF_DTYPE = {
 
 
 def _static_dims(shape: Any) -> list[int | None] | None:
-    """Per-row dims of a signature tensor shape ((None, 2) / [-1, 2] / TensorShape) or None if unknown rank."""
+    """Per-row dims of a signature shape ((None, 2) / [-1, 2] / TensorShape); None for an unknown rank."""
     if shape is None:
         return None
     try:
@@ -158,13 +165,14 @@ def outputs_to_batch(
                 col = col.cast(f.type)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 raise OutputError(
-                    f"output '{f.name}': the model returned {col.type}, not the {f.type} its signature declares"
+                    f"output '{f.name}': the model returned {col.type}, "
+                    f"not the {f.type} its signature declares"
                 ) from None
         columns.append(col)
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
-# ----------------------------------------------------------------------------------------------- JSON text
+# ---------------------------------------------------------------------------------------------- JSON text
 
 
 def _escape(strings: pa.Array) -> pa.Array:
@@ -197,7 +205,9 @@ def json_text(col: pa.Array) -> pa.Array:
     elif pa.types.is_string(t) or pa.types.is_large_string(t):
         out = pc.binary_join_element_wise('"', _escape(col.cast(pa.string())), '"', "")
     elif pa.types.is_binary(t):
-        out = json_text(pa.array([None if v is None else v.decode("utf-8", "replace") for v in col.to_pylist()]))
+        out = json_text(
+            pa.array([None if v is None else v.decode("utf-8", "replace") for v in col.to_pylist()])
+        )
     elif pa.types.is_null(t):
         out = pa.array(["null"] * len(col), pa.string())
     else:
@@ -215,7 +225,7 @@ def _concat_buffer(strings: pa.Array) -> memoryview:
     return memoryview(data)[offsets[0] : offsets[-1]]
 
 
-# ----------------------------------------------------------------------------------------------- writers
+# ---------------------------------------------------------------------------------------------- writers
 
 
 class ParquetTableWriter:
@@ -300,7 +310,9 @@ def _is_list(t: pa.DataType) -> bool:
 TableWriter = ParquetTableWriter | CsvTableWriter | JsonlTableWriter
 
 
-def open_writer(path: Path, schema: pa.Schema, fmt: str | None = None, compression: str | None = None) -> TableWriter:
+def open_writer(
+    path: Path, schema: pa.Schema, fmt: str | None = None, compression: str | None = None
+) -> TableWriter:
     """A writer for `path` in the format its name says (or `fmt`)."""
     if fmt is None:
         fmt, compression = output_format(path)
@@ -342,7 +354,7 @@ def write_atomically(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 class BadRowsWriter:
-    """Rejected rows with the reason, as JSON Lines (or CSV when the name ends in .csv), written as they come."""
+    """Rejected rows with the reason, as JSON Lines (CSV when the name ends in .csv), written as they come."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
