@@ -17,7 +17,9 @@ from .models import build_one_multiply, build_wide_dense
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
-BUDGET = 20.0  # seconds per doctor run in these tests (the default is 60)
+# Seconds per doctor run in these tests (the default is 60). The wide model runs at ~3,000 rows/s on 2 busy
+# cores: one call at the default batch of 8,192 rows takes seconds, so it gets a little more.
+BUDGETS = {"model": 30.0, "input": 20.0}
 
 
 def run_doctor(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -48,7 +50,9 @@ def diagnoses(
     for name, (export, csv) in cases.items():
         report = out / f"{name}.html"
         start = time.perf_counter()
-        proc = run_doctor(str(export), str(csv), "--seconds", str(BUDGET), "--json", "--report", str(report))
+        proc = run_doctor(
+            str(export), str(csv), "--seconds", str(BUDGETS[name]), "--json", "--report", str(report)
+        )
         wall = time.perf_counter() - start
         assert proc.returncode == 0, proc.stderr[-3000:]
         found[name] = {"json": json.loads(proc.stdout), "report": report, "wall": wall, "stderr": proc.stderr}
@@ -87,9 +91,9 @@ def test_large_csv_stays_within_budget(diagnoses: dict[str, dict]) -> None:
     assert x["whole_input_read"] is False
     assert x["sample_rows"] < 3_000_000
     assert x["stages"]["read"]["rows"] < 3_000_000
-    assert x["seconds"] <= BUDGET * 1.15, x["seconds"]
+    assert x["seconds"] <= BUDGETS["input"] * 1.15, x["seconds"]
     # The whole process: the budget plus Python/TensorFlow start-up (outside the budget) on a busy machine.
-    assert d["wall"] < BUDGET + 25, d["wall"]
+    assert d["wall"] < BUDGETS["input"] + 25, d["wall"]
 
 
 def test_json_shape(diagnoses: dict[str, dict]) -> None:

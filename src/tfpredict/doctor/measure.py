@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from ..errors import InputError
+from ..errors import InputError, TfpredictError
 from ..io.readers import Chunk, InputFile, expand_inputs, read_inputs
 from ..io.writers import column_from_numpy, open_writer, output_format, output_type, outputs_to_batch
 
@@ -38,6 +38,7 @@ MAX_PREPARED_BATCHES = 48  # distinct converted batches cycled through by one sw
 #: Rows kept as the sample. Enough for stable rates at any batch size we sweep by default; a fast pipeline
 #: runs its pipelined passes several times over it instead of reading more of the file.
 MAX_SAMPLE_ROWS = 500_000
+MAX_SAMPLE_BYTES = 256 << 20
 
 
 # -------------------------------------------------------------------------------------------- value objects
@@ -52,6 +53,7 @@ class Stage:
     rows: int
     seconds: float
     share: float | None = None  # of the sum of the four stage times (None for end_to_end)
+    startup_seconds: float | None = None  # reading: the wait for the first chunk, paid once per file
 
     @property
     def rows_per_s(self) -> float:
@@ -65,6 +67,7 @@ class Stage:
             "seconds": round(self.seconds, 4),
             "rows_per_s": _finite(self.rows_per_s),
             "share": None if self.share is None else round(self.share, 4),
+            **({} if self.startup_seconds is None else {"startup_seconds": round(self.startup_seconds, 4)}),
         }
 
 
@@ -201,6 +204,15 @@ class Sample:
     read_rows: int  # rows read to time the reader (>= rows)
     read_seconds: float
     exhausted: bool  # the whole input was read
+    first_rows: int = 0  # rows of the first chunk
+    startup_seconds: float = 0.0  # the wait for the first chunk
+
+    def steady_rate(self) -> tuple[int, float]:
+        """(rows, seconds) of reading after the first chunk, when there was enough of it to time."""
+        rows, seconds = self.read_rows - self.first_rows, self.read_seconds - self.startup_seconds
+        if rows >= 4 * max(self.first_rows, 1) and seconds > 0.01:
+            return rows, seconds
+        return self.read_rows, self.read_seconds
 
     def table(self) -> pa.Table:
         return pa.Table.from_batches([c.batch for c in self.chunks if c.batch.num_rows])
@@ -214,7 +226,6 @@ class Sample:
             chunks.append(c)
             kept += c.num_rows
         self.chunks, self.rows = chunks, kept
-        self.exhausted = self.exhausted and kept >= self.read_rows
 
 
 def read_sample(
@@ -227,14 +238,28 @@ def read_sample(
     timing_rows: int = 500_000,
 ) -> Sample:
     """Read with the real job's reader: keep the first `keep_rows` rows as the sample, and go on reading
-    (without keeping) until `min_seconds` of reading or `timing_rows` rows were timed, so the rate is not
-    just the file's opening, and a large file is never read whole just to time it."""
+    (without keeping) until `min_seconds` of steady reading or `timing_rows` rows were timed.
+
+    The wait for the first chunk (opening the file, starting the reader's threads, the first block) is
+    timed apart as `startup_seconds`: a job pays it once per file, so it must not set the rate of a large
+    file. A large file is never read whole just to time it.
+    """
     chunks: list[Chunk] = []
     kept, rows, seconds = 0, 0, 0.0
+    first_rows, first_seconds = 0, 0.0
     stream: Iterator[Chunk] = read_inputs(files, schema, batch_size, tfrecord_serialized=False)
     exhausted = False
+
+    def more() -> bool:
+        if seconds >= max_seconds:
+            return False
+        if kept < keep_rows:
+            return True
+        steady = seconds - first_seconds
+        return steady < max(min_seconds, first_seconds) and rows < timing_rows
+
     try:
-        while seconds < max_seconds and (kept < keep_rows or (seconds < min_seconds and rows < timing_rows)):
+        while more():
             start = time.perf_counter()
             try:
                 chunk = next(stream)
@@ -244,6 +269,11 @@ def read_sample(
             finally:
                 seconds += time.perf_counter() - start
             rows += chunk.num_rows
+            if not first_rows:
+                first_rows, first_seconds = chunk.num_rows, seconds
+                # Keep at most ~256 MB of input columns in memory, whatever the row width.
+                width = max(1, chunk.batch.nbytes // max(chunk.num_rows, 1))
+                keep_rows = min(keep_rows, max(batch_size, MAX_SAMPLE_BYTES // width))
             if kept < keep_rows:
                 if kept + chunk.num_rows > keep_rows:  # --rows is a promise: cut the last chunk
                     chunk = Chunk(chunk.batch.slice(0, keep_rows - kept), chunk.file, chunk.first_row)
@@ -253,7 +283,7 @@ def read_sample(
         close = getattr(stream, "close", None)
         if close is not None:
             close()
-    return Sample(files, chunks, kept, rows, seconds, exhausted)
+    return Sample(files, chunks, kept, rows, seconds, exhausted, first_rows, first_seconds)
 
 
 def write_sample_file(sample: Sample, directory: Path, fmt: str) -> Path | None:
@@ -273,24 +303,16 @@ def write_sample_file(sample: Sample, directory: Path, fmt: str) -> Path | None:
             for line in itertools.islice(src, lines):
                 dst.write(line)
         return out
-    table = sample.table()
+    if fmt not in ("parquet", "csv", "jsonl"):
+        return None
+    out = directory / f"sample.{fmt}"
     try:
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            out = directory / "sample.parquet"
-            pq.write_table(table, out)
-        elif fmt == "csv":
-            import pyarrow.csv as pacsv
-
-            out = directory / "sample.csv"
-            pacsv.write_csv(table, out)
-        elif fmt == "jsonl":
-            out = directory / "sample.jsonl"
-            table.to_pandas().to_json(out, orient="records", lines=True)
-        else:
-            return None
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, ValueError, TypeError) as e:
+        batches = [c.batch for c in sample.chunks if c.batch.num_rows]
+        writer = open_writer(out, batches[0].schema, fmt)  # the job's own writers: lists as JSON in text
+        for batch in batches:
+            writer.write(batch)
+        writer.close()
+    except (pa.ArrowException, TfpredictError, ValueError, TypeError, IndexError) as e:
         log.info("cannot write the sample as %s: %s", fmt, e)
         return None
     return out
@@ -604,36 +626,31 @@ def measure(
     skipped: list[str] = []
     e2e_share = 0.03
 
-    # A probe on the first rows: the model's and the converter's cost per row bound how many rows to keep.
+    # A probe on the first rows: the model's cost per row says which batch sizes are cheap enough to warm up.
     say("probing the first rows")
     probe = read_sample(files, schema, 1024, 1, 0.0, budget.slice(0.05))
     if not probe.rows:
         raise InputError(f"{files[0]}: no rows to measure")
     head = probe.table()
-    start = time.perf_counter()
     probe_feeds = predictor.convert(head)
-    convert_s = time.perf_counter() - start
     predictor.predict_feeds(probe_feeds)
     start = time.perf_counter()
     predictor.predict_feeds(probe_feeds)
     model_s = time.perf_counter() - start
-    cost = (convert_s + model_s) / probe.rows
     model_cost = model_s / probe.rows
 
     def warm(rows: int, seconds: float) -> bool:
         """Warm up a new batch size only when one call is cheap next to its time slice."""
         return rows * model_cost < seconds / 4
 
-    keep = max(batch_size, int(1.5 * e2e_share * budget.usable / max(cost, 1e-9)))
-    keep = min(keep, MAX_SAMPLE_ROWS)
-    if rows is not None:
-        keep = min(keep, rows)
+    keep = MAX_SAMPLE_ROWS if rows is None else min(rows, MAX_SAMPLE_ROWS)
 
     # ---- stages, each alone, at the default batch size
     in_label = {"csv": "CSV", "parquet": "Parquet", "jsonl": "JSON Lines", "tfrecord": "TFRecord"}[fmt_in]
     say(f"reading {in_label}")
     sample = read_sample(files, schema, batch_size, keep, budget.slice(0.04), budget.slice(0.1))
-    stages = {"read": Stage("read", f"read {in_label}", sample.read_rows, sample.read_seconds)}
+    stages = {"read": Stage("read", f"read {in_label}", *sample.steady_rate())}
+    stages["read"].startup_seconds = sample.startup_seconds
 
     say("feature conversion")
     feeds: list[Feeds] = []
@@ -706,7 +723,7 @@ def measure(
         prepared: dict[int, list[Feeds]] = {}
         sizes = [b for b in BATCH_SIZES if b <= sample.rows] or [sample.rows]
         for b in sizes:
-            if not budget.allows(0.55):
+            if len(m.batch_sweep) >= 2 and not budget.allows(0.55):  # 1 and 32 always (cheap)
                 skipped.append(f"batch sizes from {b:,} (time budget)")
                 break
             prepared[b] = [predictor.convert(t) for t in batches_of(table, b)]
@@ -804,7 +821,11 @@ def measure(
                     )
                 )
                 continue
-            n, s = read_rate(path, schema, batch_size)
+            try:
+                n, s = read_rate(path, schema, batch_size)
+            except TfpredictError as e:  # e.g. a value JSON cannot carry the way the model wants it
+                m.format_sweep.append(Point({"format": fmt, "step": "read"}, None, f"cannot read back: {e}"))
+                continue
             m.format_sweep.append(Point({"format": fmt, "step": "read"}, n / s))
         m.format_sweep.append(
             Point(

@@ -51,7 +51,7 @@ def format_text(d: Diagnosis) -> str:
     out = [
         f"tfpredict doctor: {x['export']} on {x['data']}",
         f"sample: {x['sample_rows']:,} rows "
-        f"({'the whole input' if x['whole_input_read'] else 'the first rows'}), "
+        f"(the first rows; {'the whole input was read' if x['whole_input_read'] else 'not all read'}), "
         f"{x['cpus']} CPUs, signature {x['signature']!r} ({x['path']} path), {x['seconds']:.0f} s",
         "",
     ]

@@ -1,0 +1,146 @@
+"""Issue 5's question: are `tfpredict doctor`'s recommended settings as good as a brute-force search?
+
+One run, one machine, the bench_dnn export and one CSV of synthetic rows (benchmarks/bench_data.py):
+  1. `tfpredict doctor EXPORT rows.csv --json` (default 60 s budget): its wall time, whether it read the whole
+     file, and the batch size / thread settings it recommends;
+  2. `tfpredict predict EXPORT rows.csv -o out.parquet` at every batch size x thread setting of the grid, and
+     at doctor's recommendation, in interleaved rounds (each setting keeps its best round: on a shared
+     machine a run can lose time to a neighbour, never gain it);
+  3. the table, and doctor's recommendation as a fraction of the brute-force best (acceptance: >= 90%).
+
+    python benchmarks/doctor.py [--rows 1000000] [--rounds 2] [--seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from bench_data import bench_rows  # noqa: E402
+
+EXPORT = REPO / "tests" / "fixtures" / "exports" / "bench_dnn" / "export"
+BATCH_SIZES = (1024, 4096, 8192, 16384, 65536)
+THREADS: tuple[tuple[int | None, int | None], ...] = ((None, None), (2, 1), (2, 2), (1, 1), (1, 2))
+RATE = re.compile(r"\(([\d,]+) rows/s\)")
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def flags(batch: int, threads: tuple[int | None, int | None]) -> list[str]:
+    out = ["--batch-size", str(batch)]
+    if threads[0] is not None:
+        out += ["--threads", str(threads[0])]
+    if threads[1] is not None:
+        out += ["--inter-op-threads", str(threads[1])]
+    return out
+
+
+def label(threads: tuple[int | None, int | None]) -> str:
+    return "TF default" if threads == (None, None) else f"intra {threads[0]} / inter {threads[1]}"
+
+
+def predict(csv: Path, out: Path, setting: tuple[int, tuple[int | None, int | None]]) -> float:
+    """rows/s that `tfpredict predict` reports (its own timer: load, read, convert, model, write)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "tfpredict",
+        "predict",
+        str(EXPORT),
+        str(csv),
+        "-o",
+        str(out),
+        *flags(*setting),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+    match = RATE.search(proc.stderr)
+    if match is None:
+        raise SystemExit(f"no rows/s in the output of {' '.join(cmd)}:\n{proc.stderr[-2000:]}")
+    return float(match.group(1).replace(",", ""))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=60.0, help="doctor's time budget")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-doctor-"))
+    csv = tmp / "rows.csv"
+    frame = bench_rows(args.rows, seed=5)
+    frame.insert(0, "id", range(len(frame)))
+    frame.to_csv(csv, index=False)
+    size = csv.stat().st_size / 1e6
+    print(f"{args.rows:,} rows of bench_dnn data: {csv} ({size:.0f} MB); {os.cpu_count()} CPUs")
+
+    start = time.perf_counter()
+    cmd = [
+        sys.executable,
+        "-m",
+        "tfpredict",
+        "doctor",
+        str(EXPORT),
+        str(csv),
+        "--json",
+        "-q",
+        "--seconds",
+        str(args.seconds),
+        "--report",
+        str(tmp / "report.html"),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"doctor failed:\n{proc.stderr[-3000:]}")
+    d = json.loads(proc.stdout)
+    rec = d["recommended"]
+    chosen = (rec["batch_size"], (rec["threads"], rec["inter_op_threads"]))
+    print(
+        f"doctor: {wall:.1f} s wall for the whole command (budget {args.seconds:.0f} s + start-up), "
+        f"measured {d['seconds']:.1f} s, sample {d['sample_rows']:,} rows, "
+        f"whole file read: {d['whole_input_read']}"
+    )
+    print(f"doctor: bottleneck {d['bottleneck']}: {d['evidence']}")
+    print(f"doctor recommends: {' '.join(rec['flags'])}  (report: {tmp / 'report.html'})")
+
+    grid = [(b, t) for b in BATCH_SIZES for t in THREADS]
+    if chosen not in grid:
+        grid.append(chosen)
+    best: dict[tuple[int, tuple[int | None, int | None]], float] = {}
+    for r in range(args.rounds):
+        order = grid if r % 2 == 0 else list(reversed(grid))
+        for setting in order:
+            rate = predict(csv, tmp / "out.parquet", setting)
+            best[setting] = max(rate, best.get(setting, 0.0))
+        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+
+    print()
+    print(f"{'batch':>7}  " + "  ".join(f"{label(t):>18}" for t in THREADS) + "   (tfpredict predict rows/s)")
+    for b in BATCH_SIZES:
+        print(f"{b:>7}  " + "  ".join(f"{best[(b, t)]:>18,.0f}" for t in THREADS))
+    top_setting = max(best, key=lambda s: best[s])
+    top = best[top_setting]
+    mine = best[chosen]
+    print()
+    print(f"brute-force best:   {' '.join(flags(*top_setting)):<45} {top:>12,.0f} rows/s")
+    print(f"doctor recommends:  {' '.join(flags(*chosen)):<45} {mine:>12,.0f} rows/s")
+    print(f"doctor / best = {mine / top:.1%}  ({'within' if mine >= 0.9 * top else 'NOT within'} 10%)")
+
+
+if __name__ == "__main__":
+    main()
