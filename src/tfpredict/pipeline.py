@@ -279,141 +279,155 @@ def predict_files(
             raise UsageError("--bad-rows must name a different file than the output")
     files = expand_inputs([inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs))
     keep = list(dict.fromkeys(keep))
+    if any(f.path.resolve() == out_path.resolve() for f in files):
+        raise UsageError(f"{out_path} is also an input; write the predictions to another file")
 
     predictor = (
         export
         if not isinstance(export, (str, os.PathLike))
         else _load(export, signature, threads, inter_op_threads, xla)
     )
-    model = _Model(predictor, signature or predictor.signature, list(outputs) if outputs else None)
-    available = list(predictor.signatures[model.signature].outputs)
-    selected = list(outputs) if outputs else available
-    unknown = [o for o in selected if o not in available]
-    if unknown:
-        raise UsageError(
-            f"unknown output(s) {', '.join(unknown)}; the signature {model.signature!r} has: "
-            f"{', '.join(available)}"
-        )
-    clash = [k for k in keep if k in selected]
-    if clash:
-        raise UsageError(f"--keep column(s) {', '.join(clash)} have the same name as model outputs")
-    if on_start is not None:
-        on_start(files)
-
-    tfrecord_serialized = model.serialized_input is not None
-    run = _Run()
-    read_q: queue.Queue[Any] = queue.Queue(QUEUE_DEPTH)
-    model_q: queue.Queue[Any] = queue.Queue(QUEUE_DEPTH)
-    done_q: queue.Queue[Any] = queue.Queue(QUEUE_DEPTH + model_workers)
-    lenient = bad_path is not None
-
-    def read() -> None:
-        seq = 0
-        chunks: Iterator[Chunk] = read_inputs(
-            files, model.schema, batch_size, keep, lenient=lenient, tfrecord_serialized=tfrecord_serialized
-        )
-        t = time.perf_counter()
-        for chunk in chunks:
-            run.timed("read", t)
-            run.put(read_q, _Item(seq, chunk))
-            seq += 1
-            t = time.perf_counter()
-        run.put(read_q, _DONE)
-
-    def convert() -> None:
-        while True:
-            item = run.get(read_q)
-            if item is _DONE:
-                for _ in range(model_workers):
-                    run.put(model_q, _DONE)
-                return
-            t = time.perf_counter()
-            item.chunk, item.feeds = _convert_checked(model, item.chunk, lenient)
-            run.timed("convert", t)
-            run.put(model_q, item)
-
-    def predict() -> None:
-        while True:
-            item = run.get(model_q)
-            if item is _DONE:
-                run.put(done_q, _DONE)
-                return
-            if item.chunk.num_rows:
-                t = time.perf_counter()
-                item.outputs = model.predict(item.chunk, item.feeds)
-                run.timed("model", t)
-            item.feeds = None
-            run.put(done_q, item)
-
-    keep_types: dict[str, pa.DataType] = {}
-    declared = {
-        k: output_type(t.dtype, t.shape) for k, t in predictor.signatures[model.signature].outputs.items()
-    }
-    threads_ = [_thread(run, "read", read), _thread(run, "convert", convert)]
-    threads_ += [_thread(run, f"model{i}", predict) for i in range(model_workers)]
-
-    rows = 0
-    bad_writer = BadRowsWriter(bad_path) if bad_path is not None else None
+    owned = predictor is not export
+    threads_: list[threading.Thread] = []
     try:
-        with write_atomically(out_path) as tmp:
-            writer = None
-            schema: pa.Schema | None = None
-            pending: dict[int, _Item] = {}
-            next_seq, finished = 0, 0
-            while finished < model_workers:
-                try:
-                    item = run.get(done_q)
-                except _Stopped:
-                    break
-                if item is _DONE:
-                    finished += 1
-                    continue
-                pending[item.seq] = item
-                while next_seq in pending:
-                    item = pending.pop(next_seq)
-                    next_seq += 1
-                    if bad_writer is not None and item.chunk.bad_rows:
-                        bad_writer.write(item.chunk.bad_rows)
-                    if not item.chunk.num_rows:
-                        continue
-                    if schema is None:
-                        schema = _output_schema(selected, declared, item.outputs, item.chunk.batch, keep)
-                        writer = open_writer(tmp, schema, *_format_of(out_path))
-                    assert writer is not None and item.outputs is not None
-                    t = time.perf_counter()
-                    writer.write(outputs_to_batch(item.outputs, schema, item.chunk.batch))
-                    run.timed("write", t)
-                    rows += item.chunk.num_rows
-                    if progress is not None:
-                        progress(item.chunk.num_rows)
-            if run.error is not None:
-                raise run.error
-            if writer is None:  # empty input: an empty output with the right schema
-                schema = _output_schema(selected, declared, None, None, keep, keep_types)
-                writer = open_writer(tmp, schema, *_format_of(out_path))
+        model = _Model(predictor, signature or predictor.signature, list(outputs) if outputs else None)
+        available = list(predictor.signatures[model.signature].outputs)
+        selected = list(outputs) if outputs else available
+        unknown = [o for o in selected if o not in available]
+        if unknown:
+            raise UsageError(
+                f"unknown output(s) {', '.join(unknown)}; the signature {model.signature!r} has: "
+                f"{', '.join(available)}"
+            )
+        clash = [k for k in keep if k in selected]
+        if clash:
+            raise UsageError(f"--keep column(s) {', '.join(clash)} have the same name as model outputs")
+        if on_start is not None:
+            on_start(files)
+
+        tfrecord_serialized = model.serialized_input is not None
+        run = _Run()
+        read_q: queue.Queue[Any] = queue.Queue(QUEUE_DEPTH)
+        model_q: queue.Queue[Any] = queue.Queue(QUEUE_DEPTH)
+        done_q: queue.Queue[Any] = queue.Queue(QUEUE_DEPTH + model_workers)
+        lenient = bad_path is not None
+
+        def read() -> None:
+            seq = 0
+            chunks: Iterator[Chunk] = read_inputs(
+                files,
+                model.schema,
+                batch_size,
+                keep,
+                lenient=lenient,
+                tfrecord_serialized=tfrecord_serialized,
+            )
             t = time.perf_counter()
-            writer.close()
-            run.timed("write", t)
-    except BaseException:
-        run.stop.set()
-        raise
+            for chunk in chunks:
+                run.timed("read", t)
+                run.put(read_q, _Item(seq, chunk))
+                seq += 1
+                t = time.perf_counter()
+            run.put(read_q, _DONE)
+
+        def convert() -> None:
+            while True:
+                item = run.get(read_q)
+                if item is _DONE:
+                    for _ in range(model_workers):
+                        run.put(model_q, _DONE)
+                    return
+                t = time.perf_counter()
+                item.chunk, item.feeds = _convert_checked(model, item.chunk, lenient)
+                run.timed("convert", t)
+                run.put(model_q, item)
+
+        def predict() -> None:
+            while True:
+                item = run.get(model_q)
+                if item is _DONE:
+                    run.put(done_q, _DONE)
+                    return
+                if item.chunk.num_rows:
+                    t = time.perf_counter()
+                    item.outputs = model.predict(item.chunk, item.feeds)
+                    run.timed("model", t)
+                item.feeds = None
+                run.put(done_q, item)
+
+        keep_types: dict[str, pa.DataType] = {}
+        declared = {
+            k: output_type(t.dtype, t.shape) for k, t in predictor.signatures[model.signature].outputs.items()
+        }
+        threads_ += [_thread(run, "read", read), _thread(run, "convert", convert)]
+        threads_ += [_thread(run, f"model{i}", predict) for i in range(model_workers)]
+
+        rows = 0
+        bad_writer = BadRowsWriter(bad_path) if bad_path is not None else None
+        try:
+            with write_atomically(out_path) as tmp:
+                writer = None
+                schema: pa.Schema | None = None
+                pending: dict[int, _Item] = {}
+                next_seq, finished = 0, 0
+                while finished < model_workers:
+                    try:
+                        item = run.get(done_q)
+                    except _Stopped:
+                        break
+                    if item is _DONE:
+                        finished += 1
+                        continue
+                    pending[item.seq] = item
+                    while next_seq in pending:
+                        item = pending.pop(next_seq)
+                        next_seq += 1
+                        if bad_writer is not None and item.chunk.bad_rows:
+                            bad_writer.write(item.chunk.bad_rows)
+                        if not item.chunk.num_rows:
+                            continue
+                        if schema is None:
+                            schema = _output_schema(selected, declared, item.outputs, item.chunk.batch, keep)
+                            writer = open_writer(tmp, schema, *_format_of(out_path))
+                        assert writer is not None and item.outputs is not None
+                        t = time.perf_counter()
+                        writer.write(outputs_to_batch(item.outputs, schema, item.chunk.batch))
+                        run.timed("write", t)
+                        rows += item.chunk.num_rows
+                        if progress is not None:
+                            progress(item.chunk.num_rows)
+                if run.error is not None:
+                    raise run.error
+                if writer is None:  # empty input: an empty output with the right schema
+                    schema = _output_schema(selected, declared, None, None, keep, keep_types)
+                    writer = open_writer(tmp, schema, *_format_of(out_path))
+                t = time.perf_counter()
+                writer.close()
+                run.timed("write", t)
+        except BaseException:
+            run.stop.set()
+            raise
+        finally:
+            run.stop.set()
+            for thread in threads_:
+                thread.join(timeout=10)
+            if bad_writer is not None:
+                bad_writer.close()
+        seconds = time.perf_counter() - started
+        log.debug("stage busy seconds: %s", {k: round(v, 3) for k, v in run.busy.items()})
+        return PredictResult(
+            rows=rows,
+            seconds=seconds,
+            output=out_path,
+            bad_rows=bad_writer.count if bad_writer else 0,
+            bad_rows_path=bad_path,
+            files=[f.path for f in files],
+            stage_seconds=dict(run.busy),
+        )
     finally:
-        run.stop.set()
-        for thread in threads_:
-            thread.join(timeout=10)
-        if bad_writer is not None:
-            bad_writer.close()
-    seconds = time.perf_counter() - started
-    log.debug("stage busy seconds: %s", {k: round(v, 3) for k, v in run.busy.items()})
-    return PredictResult(
-        rows=rows,
-        seconds=seconds,
-        output=out_path,
-        bad_rows=bad_writer.count if bad_writer else 0,
-        bad_rows_path=bad_path,
-        files=[f.path for f in files],
-        stage_seconds=dict(run.busy),
-    )
+        # A Predictor we loaded is ours to close, once no stage thread can still be running it.
+        if owned and not any(t.is_alive() for t in threads_):
+            predictor.close()
 
 
 def _load(
