@@ -9,6 +9,7 @@ with RESOURCE_EXHAUSTED instead of letting latency grow without bound.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import threading
@@ -28,13 +29,16 @@ Outputs = dict[str, np.ndarray]
 
 
 class Task:
-    __slots__ = ("key", "data", "size", "future", "enqueued")
+    """One request's rows; its answer goes to a concurrent Future, or to an asyncio Future of `loop`."""
 
-    def __init__(self, key: Hashable, data: Any, size: int) -> None:
+    __slots__ = ("key", "data", "size", "future", "loop", "enqueued")
+
+    def __init__(self, key: Hashable, data: Any, size: int, loop: asyncio.AbstractEventLoop | None) -> None:
         self.key = key
         self.data = data
         self.size = size
-        self.future: Future[Outputs] = Future()
+        self.loop = loop
+        self.future: Any = loop.create_future() if loop is not None else Future()
         self.enqueued = time.perf_counter()
 
 
@@ -97,8 +101,11 @@ class Batcher:
         for t in self._threads:
             t.start()
 
-    def submit(self, key: Hashable, data: Any, size: int) -> Future[Outputs]:
-        task = Task(key, data, size)
+    def submit(
+        self, key: Hashable, data: Any, size: int, loop: asyncio.AbstractEventLoop | None = None
+    ) -> Any:
+        """Queue a request; returns a Future (an asyncio one of `loop` when given: call from that loop)."""
+        task = Task(key, data, size, loop)
         with self._cond:
             if self._closed:
                 raise ServingError("UNAVAILABLE", "The model version is being unloaded; retry the request")
@@ -189,15 +196,34 @@ class Batcher:
                     for k, v in outputs.items()
                 }
         except BaseException as exc:  # every waiting request must hear about the failure
-            for t in tasks:
-                if not t.future.done():
-                    t.future.set_exception(exc)
+            _deliver(tasks, [exc] * len(tasks), failed=True)
             return
         if self._on_batch is not None:
             now = time.perf_counter()
             self._on_batch(total, [now - t.enqueued for t in tasks])
-        for t, part in zip(tasks, split(outputs, sizes, total), strict=True):
-            t.future.set_result(part)
+        _deliver(tasks, split(outputs, sizes, total), failed=False)
+
+
+def _deliver(tasks: list[Task], values: list[Any], failed: bool) -> None:
+    """Answer every task of a batch; asyncio tasks get one wake-up of their loop per batch, not one each."""
+    by_loop: dict[Any, list[tuple[Any, Any]]] = {}
+    for t, v in zip(tasks, values, strict=True):
+        if t.loop is None:
+            if not t.future.done():
+                t.future.set_exception(v) if failed else t.future.set_result(v)
+        else:
+            by_loop.setdefault(t.loop, []).append((t.future, v))
+    for loop, pairs in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, pairs, failed)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+
+def _settle(pairs: list[tuple[Any, Any]], failed: bool) -> None:
+    for fut, v in pairs:
+        if not fut.done():  # cancelled when the client went away
+            fut.set_exception(v) if failed else fut.set_result(v)
 
 
 def _allowed_size(size: int, allowed: tuple[int, ...]) -> int:

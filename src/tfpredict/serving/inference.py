@@ -227,9 +227,9 @@ class InferenceService:
         return self.manager.get(spec.name, spec.version, spec.label)
 
     async def run(self, servable: Servable, call: Call) -> dict[str, np.ndarray]:
-        if servable.batcher is not None and call.size:
-            return await asyncio.wrap_future(servable.batcher.submit(call.key, call.data, call.size))
         loop = asyncio.get_running_loop()
+        if servable.batcher is not None and call.size:
+            return await servable.batcher.submit(call.key, call.data, call.size, loop)  # type: ignore[no-any-return]
         return await loop.run_in_executor(self.executor, servable.execute, call.key, call.data)
 
     def close(self) -> None:

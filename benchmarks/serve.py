@@ -1,0 +1,228 @@
+"""Issue 6's question: how fast does `tfpredict serve` answer single-row requests, and what does dynamic
+batching buy under concurrency?
+
+One run, one machine (client included), the bench_dnn DNNClassifier export, one row per request:
+  - REST  POST /v1/models/bench:classify  {"signature_name": "classification", "examples": [{...}]}
+  - gRPC  PredictionService.Classify with one tf.Example (the tensorflow-serving-api stubs, grpc.aio)
+at concurrency 1, 16 and 64, against a server with batching off, then one with batching on.
+Each cell: warm-up, then `--seconds` of closed-loop requests; p50 / p99 latency, requests/s, errors.
+
+    python benchmarks/serve.py [--seconds 5] [--concurrency 1,16,64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+EXPORT = REPO / "tests" / "fixtures" / "exports" / "bench_dnn" / "export"
+DATA = REPO / "tests" / "fixtures" / "exports" / "bench_dnn" / "data.csv"
+
+import grpc  # noqa: E402
+import numpy as np  # noqa: E402
+import orjson  # noqa: E402
+from tensorflow_serving.apis import classification_pb2, prediction_service_pb2_grpc  # noqa: E402
+
+BATCHING = """max_batch_size { value: 64 }
+batch_timeout_micros { value: 0 }
+max_enqueued_batches { value: 100 }
+num_batch_threads { value: 2 }
+"""
+
+
+def first_row() -> dict[str, object]:
+    import csv
+
+    with open(DATA) as f:
+        rec = next(csv.DictReader(f))
+    row: dict[str, object] = {k: float(v) for k, v in rec.items() if k.startswith("f") and v}
+    row.update({k: rec[k] for k in ("cat", "tok") if rec.get(k)})
+    return row
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    def __init__(self, batching: bool, tmp: Path) -> None:
+        self.grpc_port, self.rest_port = free_port(), free_port()
+        args = [
+            sys.executable,
+            "-m",
+            "tfpredict",
+            "serve",
+            "--host=127.0.0.1",
+            f"--port={self.grpc_port}",
+            f"--rest_api_port={self.rest_port}",
+            "--model_name=bench",
+            f"--model_base_path={EXPORT}",
+            "--file_system_poll_wait_seconds=0",
+            # one TF thread per call: concurrency comes from concurrent calls (off) or batches (on); measured
+            # better for both than TF's default pools, which spin on the same 2 cores as the Python threads
+            "--tensorflow_intra_op_parallelism=1",
+            "--tensorflow_inter_op_parallelism=1",
+        ]
+        if batching:
+            (tmp / "batching.txt").write_text(BATCHING)
+            args += ["--enable_batching", f"--batching_parameters_file={tmp / 'batching.txt'}"]
+        env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        self.log = tmp / f"server-{'on' if batching else 'off'}.log"
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(self.log, "w"), env=env)
+        deadline = time.monotonic() + 120
+        while "tfpredict serve: gRPC at" not in self.log.read_text():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+# ------------------------------------------------------------------------------------------------ clients
+async def rest_worker(port: int, body: bytes, stop_at: float, lat: list[float], errors: list[str]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    request = (
+        b"POST /v1/models/bench:classify HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    try:
+        while time.perf_counter() < stop_at:
+            t0 = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.split(b"Content-Length: ", 1)[1].split(b"\r\n", 1)[0])
+            payload = await reader.readexactly(length)
+            if not head.startswith(b"HTTP/1.1 200"):
+                errors.append(payload.decode()[:200])
+                continue
+            lat.append(time.perf_counter() - t0)
+    finally:
+        writer.close()
+
+
+async def grpc_worker(
+    stub: object, request: object, stop_at: float, lat: list[float], errors: list[str]
+) -> None:
+    while time.perf_counter() < stop_at:
+        t0 = time.perf_counter()
+        try:
+            await stub.Classify(request, timeout=30)  # type: ignore[attr-defined]
+        except grpc.aio.AioRpcError as exc:
+            errors.append(f"{exc.code().name}: {exc.details()}")
+            continue
+        lat.append(time.perf_counter() - t0)
+
+
+async def measure(protocol: str, port: int, concurrency: int, seconds: float, row: dict[str, object]) -> dict:
+    body = orjson.dumps({"signature_name": "classification", "examples": [row]})
+    request = classification_pb2.ClassificationRequest()
+    request.model_spec.name = "bench"
+    request.model_spec.signature_name = "classification"
+    ex = request.input.example_list.examples.add()
+    for k, v in row.items():
+        if isinstance(v, str):
+            ex.features.feature[k].bytes_list.value.append(v.encode())
+        else:
+            ex.features.feature[k].float_list.value.append(float(v))
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}") if protocol == "gRPC" else None
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel) if channel else None
+
+    async def run(duration: float) -> tuple[list[float], list[str], float]:
+        lat: list[float] = []
+        errors: list[str] = []
+        start = time.perf_counter()
+        stop_at = start + duration
+        if protocol == "REST":
+            workers = [rest_worker(port, body, stop_at, lat, errors) for _ in range(concurrency)]
+        else:
+            workers = [grpc_worker(stub, request, stop_at, lat, errors) for _ in range(concurrency)]
+        await asyncio.gather(*workers)
+        return lat, errors, time.perf_counter() - start
+
+    await run(min(1.0, seconds / 3))  # warm-up: connections, TF's first calls
+    lat, errors, elapsed = await run(seconds)
+    if channel is not None:
+        await channel.close()
+    arr = np.asarray(lat) * 1e3
+    return {
+        "rps": len(lat) / elapsed,
+        "p50": float(np.percentile(arr, 50)) if len(arr) else float("nan"),
+        "p99": float(np.percentile(arr, 99)) if len(arr) else float("nan"),
+        "n": len(lat),
+        "errors": len(errors),
+        "first_error": errors[0] if errors else "",
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--concurrency", default="1,16,64")
+    args = ap.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    row = first_row()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for batching in (False, True):
+            server = ServerProcess(batching, Path(tmp))
+            try:
+                for protocol in ("REST", "gRPC"):
+                    port = server.rest_port if protocol == "REST" else server.grpc_port
+                    for c in levels:
+                        r = asyncio.run(measure(protocol, port, c, args.seconds, row))
+                        r.update(protocol=protocol, batching="on" if batching else "off", concurrency=c)
+                        results.append(r)
+                        print(
+                            f"  {protocol:4s} batching {r['batching']:3s} c={c:<3d} {r['rps']:8.0f} req/s  "
+                            f"p50 {r['p50']:6.2f} ms  p99 {r['p99']:7.2f} ms  errors {r['errors']}",
+                            file=sys.stderr,
+                        )
+            finally:
+                server.stop()
+    print(
+        f"\n`tfpredict serve`, bench_dnn export, 1 row per request, {args.seconds:g}s per cell, "
+        f"{os.cpu_count()} cores (client included)\n"
+    )
+    print("| protocol | batching | concurrency | req/s | p50 ms | p99 ms | errors |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for r in results:
+        print(
+            f"| {r['protocol']} | {r['batching']} | {r['concurrency']} | {r['rps']:.0f} | {r['p50']:.2f} | "
+            f"{r['p99']:.2f} | {r['errors']} |"
+        )
+    print("\nbatching on / off, requests/s:")
+    for protocol in ("REST", "gRPC"):
+        for c in levels:
+            on = next(
+                r
+                for r in results
+                if r["protocol"] == protocol and r["batching"] == "on" and r["concurrency"] == c
+            )
+            off = next(
+                r
+                for r in results
+                if r["protocol"] == protocol and r["batching"] == "off" and r["concurrency"] == c
+            )
+            print(f"  {protocol} c={c}: {on['rps'] / off['rps']:.2f}x")
+    errs = [r for r in results if r["errors"]]
+    for r in errs:
+        print(f"  errors in {r['protocol']} {r['batching']} c={r['concurrency']}: {r['first_error']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
