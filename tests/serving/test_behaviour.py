@@ -24,7 +24,7 @@ from tensorflow_serving.apis import (
 from .conftest import Server
 
 MAX_BYTES = 100_000
-BATCH_TIMEOUT_S = 0.4
+BATCH_TIMEOUT_S = 1.0
 BATCHING = f"""
 max_batch_size {{ value: 4 }}
 batch_timeout_micros {{ value: {int(BATCH_TIMEOUT_S * 1e6)} }}

@@ -56,7 +56,7 @@ def test_new_version_is_served_without_failed_requests(testdata: dict[str, str],
             f"\nhot reload: version 2 served {served_after:.2f}s after the copy "
             f"(poll {POLL_SECONDS}s + load {load_seconds:.2f}s); {len(results)} requests, 0 failed"
         )
-        assert served_after <= POLL_SECONDS + load_seconds + 1.0
+        assert served_after <= POLL_SECONDS + load_seconds + 2.0  # slack for a loaded CI machine
         assert all(p == [3.0] for t, _s, p in results if t < copied)
         assert all(p == [4.0] for t, _s, p in results if t > switched)
         states = {
