@@ -46,6 +46,9 @@ INSTALL_HINT = "pip install 'tfpredict[ray]'"
 DEFAULT_BATCH_SIZE = 8192
 #: Object store of a local cluster we start ourselves: batches stream through it, a few at a time.
 LOCAL_OBJECT_STORE_BYTES = 512 << 20
+#: CPUs each of Ray's read and write tasks reserves. Fractional: they mostly wait on files, and a node whose
+#: CPUs are taken by predictor actors must still fit them (Ray's default of 1 would deadlock a 1-CPU node).
+IO_TASK_CPUS = 0.25
 #: Roughly the bytes of input per Ray block (Ray's readers cut files into blocks of ~128 MiB of memory).
 BLOCK_BYTES = 64 << 20
 #: Ray's `include_paths` column: lets an actor name the file of a bad row.
@@ -500,6 +503,7 @@ def _read_group(
         types.update({k: pa.string() for k in keep if k not in schema})  # ids pass through as written
         return ray.data.read_csv(
             paths,
+            num_cpus=IO_TASK_CPUS,
             include_paths=include_paths,
             arrow_open_stream_args=stream_args,
             parse_options=pacsv.ParseOptions(delimiter="\t" if _is_tsv(first) else ","),
@@ -515,7 +519,10 @@ def _read_group(
 
         present = set(pq.read_schema(str(first.path)).names)
         return ray.data.read_parquet(
-            paths, columns=[n for n in wanted if n in present], include_paths=include_paths
+            paths,
+            columns=[n for n in wanted if n in present],
+            include_paths=include_paths,
+            num_cpus=IO_TASK_CPUS,
         )
     if first.format == "jsonl":
         fields = [
@@ -523,6 +530,7 @@ def _read_group(
         ]
         return ray.data.read_json(
             paths,
+            num_cpus=IO_TASK_CPUS,
             include_paths=include_paths,
             arrow_open_stream_args=stream_args,
             file_extensions=None,
@@ -530,7 +538,9 @@ def _read_group(
                 explicit_schema=pa.schema(fields), unexpected_field_behavior="infer"
             ),
         )
-    return ray.data.read_tfrecords(paths, include_paths=include_paths, arrow_open_stream_args=stream_args)
+    return ray.data.read_tfrecords(
+        paths, num_cpus=IO_TASK_CPUS, include_paths=include_paths, arrow_open_stream_args=stream_args
+    )
 
 
 # ----------------------------------------------------------------------------------------------- the job
@@ -603,17 +613,18 @@ def connect(address: str | None = None, *, quiet: bool = True) -> Iterator[Any]:
         yield ray
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
-    if quiet:
-        # Ray's C++ core logs notices at error level on the driver's terminal (e.g. that Ray Data's actors
-        # get their arguments through the object store); the CLI shows its own one-line errors instead.
-        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     options: dict[str, Any] = {
         "log_to_driver": not quiet,
         "logging_level": logging.ERROR if quiet else logging.INFO,
     }
     with _quiet_ray_loggers(quiet):
         if address:
-            ray.init(address=address, **options)
+            try:
+                ray.init(address=address, **options)
+            except ConnectionError as exc:
+                raise UsageError(
+                    f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0]}"
+                ) from None
         else:
             ray.init(
                 address="local",
@@ -766,13 +777,13 @@ def predict_files(
 
 def _write(ds: Any, fmt: str, path: Path, batch_size: int) -> None:
     # Files of at least this many rows: a few files per actor rather than one per batch.
-    rows_per_file = max(batch_size, 1 << 17)
+    options = {"min_rows_per_file": max(batch_size, 1 << 17), "ray_remote_args": {"num_cpus": IO_TASK_CPUS}}
     if fmt == "parquet":
-        ds.write_parquet(str(path), min_rows_per_file=rows_per_file)
+        ds.write_parquet(str(path), **options)
     elif fmt == "csv":
-        ds.write_csv(str(path), min_rows_per_file=rows_per_file)
+        ds.write_csv(str(path), **options)
     else:
-        ds.write_json(str(path), min_rows_per_file=rows_per_file)
+        ds.write_json(str(path), **options)
 
 
 def _check_columns(

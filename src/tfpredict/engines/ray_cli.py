@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from ..errors import UsageError
 
@@ -22,7 +25,7 @@ def run_predict_ray(args: argparse.Namespace) -> int:
     outputs = [o.strip() for o in args.outputs.split(",") if o.strip()] if args.outputs else None
     debug = bool(getattr(args, "debug", False))
     try:
-        with _signals():
+        with _signals(), _native_stderr_hidden(not debug):
             result = predict_files(
                 args.export,
                 args.inputs,
@@ -49,6 +52,30 @@ def run_predict_ray(args: argparse.Namespace) -> int:
         for line in result.actor_lines():
             print(f"tfpredict: {line}", file=sys.stderr)
     return 0
+
+
+@contextmanager
+def _native_stderr_hidden(hide: bool) -> Iterator[None]:
+    """Send what C++ code writes to fd 2 (TensorFlow's graph notices, Ray core's actor notices) to
+    /dev/null, while Python's sys.stderr (progress bars, our messages) still reaches the terminal."""
+    if not hide:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    previous = sys.stderr
+    sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        sys.stderr.close()
+        sys.stderr = previous
+        os.close(saved)
+        os.close(devnull)
 
 
 __all__ = ["run_predict_ray"]
