@@ -130,7 +130,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--venv", type=Path, default=Path("/work/venv215"), help="TF 2.15 + estimator venv")
     parser.add_argument(
-        "--repeat", type=int, default=3, help="interleaved rounds of each measurement (best kept)"
+        "--repeat", type=int, default=5, help="interleaved rounds of each measurement (best kept)"
     )
     parser.add_argument("--ceiling-rows", type=int, default=200_000, help="rows serialized for the ceiling")
     parser.add_argument(

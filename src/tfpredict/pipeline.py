@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from .errors import InputError, TfpredictError, UsageError
-from .io.readers import BadRow, Chunk, InputFile, expand_inputs, read_inputs, split_bad_rows
+from .errors import InputError, UsageError
+from .io.readers import Chunk, InputFile, expand_inputs, read_inputs, split_bad_rows
 from .io.writers import (
     BadRowsWriter,
     check_output_path,
@@ -146,10 +146,8 @@ class _Model:
         self.predictor = predictor
         self.signature = signature
         self.outputs = outputs
-        self.schema = (
-            predictor.inputs_for(signature) if hasattr(predictor, "inputs_for") else predictor.inputs
-        )
-        self.path = predictor.path_for(signature) if hasattr(predictor, "path_for") else predictor.path
+        self.schema = predictor.inputs_for(signature)
+        self.path = predictor.path_for(signature)
         self.serialized_input = _serialized_input(predictor, signature, self.path)
 
     def convert(self, chunk: Chunk) -> Any:
@@ -355,7 +353,6 @@ def predict_files(
                 item.feeds = None
                 run.put(done_q, item)
 
-        keep_types: dict[str, pa.DataType] = {}
         declared = {
             k: output_type(t.dtype, t.shape) for k, t in predictor.signatures[model.signature].outputs.items()
         }
@@ -399,7 +396,7 @@ def predict_files(
                 if run.error is not None:
                     raise run.error
                 if writer is None:  # empty input: an empty output with the right schema
-                    schema = _output_schema(selected, declared, None, None, keep, keep_types)
+                    schema = _output_schema(selected, declared, None, None, keep)
                     writer = open_writer(tmp, schema, *_format_of(out_path))
                 t = time.perf_counter()
                 writer.close()
@@ -454,13 +451,12 @@ def _output_schema(
     outputs: dict[str, np.ndarray] | None,
     batch: pa.RecordBatch | None,
     keep: Sequence[str],
-    keep_types: dict[str, pa.DataType] | None = None,
 ) -> pa.Schema:
     """--keep columns first (their input types), then the selected outputs (declared types; an output of
     unknown rank takes the shape of the first batch)."""
     fields = []
     for k in keep:
-        t = batch.column(k).type if batch is not None else (keep_types or {}).get(k, pa.string())
+        t = batch.column(k).type if batch is not None else pa.string()  # empty input: ids as text
         fields.append(pa.field(k, pa.string() if pa.types.is_null(t) else t))
     for name in selected:
         t = declared[name]
@@ -480,4 +476,4 @@ def _rank_known(name: str, outputs: dict[str, np.ndarray], t: pa.DataType) -> bo
     return a.ndim - 1 == depth or (a.ndim >= 2 and all(d == 1 for d in a.shape[1:]) and depth == 0)
 
 
-__all__ = ["DEFAULT_BATCH_SIZE", "BadRow", "PredictResult", "TfpredictError", "predict_files"]
+__all__ = ["DEFAULT_BATCH_SIZE", "PredictResult", "predict_files"]
