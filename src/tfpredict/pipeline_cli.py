@@ -60,10 +60,6 @@ def add_predict_parser(subparsers: Any) -> None:
         help="write rows that cannot be read or converted here (.jsonl or .csv) and carry on",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
-    p.add_argument("--engine", choices=["local", "ray"], default="local",
-                   help="local: threads in this process; ray: a Ray cluster (-o is then a new directory of files)")
-    p.add_argument("--address", help="--engine ray: a running cluster (default: RAY_ADDRESS, else start one here)")
-    p.add_argument("--workers", type=int, help="--engine ray: predictor actors (default: one per cluster CPU)")
     p.add_argument(
         "--engine",
         choices=["local", "ray"],
@@ -74,7 +70,7 @@ def add_predict_parser(subparsers: Any) -> None:
         "--address", help="--engine ray: a running cluster (default: RAY_ADDRESS, else start one here)"
     )
     p.add_argument(
-        "--workers", type=int, help="--engine ray: predictor actors (default: one per cluster CPU)"
+        "--workers", type=int, help="--engine ray: predictor actors (default: one per cluster node)"
     )
     p.set_defaults(run=run_predict)
 
@@ -132,10 +128,6 @@ def _signals() -> Iterator[None]:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    if getattr(args, "engine", "local") == "ray":
-        from .engines.ray_cli import run_predict_ray
-
-        return run_predict_ray(args)
     if getattr(args, "engine", "local") == "ray":
         from .engines.ray_cli import run_predict_ray
 
