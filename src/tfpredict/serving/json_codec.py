@@ -232,7 +232,12 @@ def decode_examples(doc: dict[str, Any], method: str) -> list[dict[str, Any]]:
     return rows
 
 
+_PLAIN = (float, int, str)
+
+
 def _example_values(obj: dict[str, Any]) -> dict[str, Any]:
+    if all(type(v) in _PLAIN for v in obj.values()):  # the common case: one scalar per feature
+        return obj
     out = {}
     for k, v in obj.items():
         if isinstance(v, list):

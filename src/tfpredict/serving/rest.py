@@ -142,12 +142,14 @@ class RestApi:
             sig = signature_of(servable, name)
             outputs = await self.service.run(servable, Classify.prepare(servable, sig, rows, None))
         classes, scores = Classify.finish(outputs, len(rows))
-        results = []
-        for i in range(len(rows)):
-            k = (classes if classes is not None else scores).shape[1]  # type: ignore[union-attr]
-            labels = [_text(classes[i, c]) if classes is not None else "" for c in range(k)]
-            values = scores[i].tolist() if scores is not None else [0.0] * k
-            results.append(list(zip(labels, values, strict=True)))
+        k = (classes if classes is not None else scores).shape[1]  # type: ignore[union-attr]
+        labels = (
+            [[_text(c) for c in row] for row in classes.tolist()]
+            if classes is not None
+            else [[""] * k] * len(rows)
+        )
+        values = scores.tolist() if scores is not None else [[0.0] * k] * len(rows)
+        results = [list(zip(ls, vs, strict=True)) for ls, vs in zip(labels, values, strict=True)]
         return json_codec.encode_classify(results)
 
     async def regress(self, spec: Spec, doc: dict[str, Any]) -> bytes:
