@@ -1,0 +1,166 @@
+"""In-process checks of the serving pieces a server test cannot pin down exactly: batch merging, padding and
+splitting, config parsing and version policies, JSON and TensorProto conversions."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from tfpredict.errors import UsageError
+from tfpredict.serving import json_codec, proto_codec
+from tfpredict.serving.batcher import Batcher
+from tfpredict.serving.config import (
+    BatchingParameters,
+    VersionPolicy,
+    parse_model_config_text,
+    read_batching_parameters,
+)
+from tfpredict.serving.status import ServingError
+
+
+def test_batcher_merges_pads_to_allowed_sizes_and_splits() -> None:
+    seen: list[int] = []
+
+    def run(key, data):  # type: ignore[no-untyped-def]
+        seen.append(len(data["x"]))
+        return {"y": data["x"] * 2, "scalar": np.float32(1.0)}
+
+    params = BatchingParameters(
+        max_batch_size=8, batch_timeout_micros=200_000, num_batch_threads=1, allowed_batch_sizes=(2, 8)
+    )
+    b = Batcher(params, run)
+    try:
+        futures = [b.submit("k", {"x": np.array([i, i + 100], dtype=np.float32)}, 2) for i in range(3)]
+        results = [f.result(5) for f in futures]
+    finally:
+        b.close()
+    assert seen == [8]  # 6 rows merged, padded to the allowed size 8
+    for i, r in enumerate(results):
+        assert r["y"].tolist() == [2 * i, 2 * (i + 100)]
+        assert r["scalar"] == 1.0
+
+
+def test_batcher_keeps_keys_apart_and_fails_every_task_of_a_failed_batch() -> None:
+    def run(key, data):  # type: ignore[no-untyped-def]
+        if key == "bad":
+            raise ValueError("boom")
+        return {"n": np.array([len(data)] * len(data))}
+
+    b = Batcher(BatchingParameters(max_batch_size=4, batch_timeout_micros=100_000, num_batch_threads=1), run)
+    try:
+        good = [b.submit("good", [{"a": 1}], 1) for _ in range(2)]
+        bad = [b.submit("bad", [{"a": 1}], 1) for _ in range(2)]
+        assert [f.result(5)["n"].tolist() for f in good] == [[2], [2]]
+        for f in bad:
+            with pytest.raises(ValueError, match="boom"):
+                f.result(5)
+    finally:
+        b.close()
+
+
+def test_batcher_sheds_load_when_the_queue_is_full() -> None:
+    release = threading.Event()
+
+    def run(key, data):  # type: ignore[no-untyped-def]
+        release.wait(5)
+        return {"y": np.zeros(len(data))}
+
+    b = Batcher(BatchingParameters(max_batch_size=2, max_enqueued_batches=1, num_batch_threads=1), run)
+    try:
+        first = b.submit("k", [1, 2], 2)  # taken at once, blocks in run
+        time.sleep(0.1)
+        second = b.submit("k", [1, 2], 2)  # queued: the queue now holds 2 rows, its limit
+        with pytest.raises(ServingError) as info:
+            b.submit("k", [1], 1)
+        assert info.value.code == "RESOURCE_EXHAUSTED" and info.value.http_status == 429
+        release.set()
+        assert len(first.result(5)["y"]) == 2 and len(second.result(5)["y"]) == 2
+    finally:
+        release.set()
+        b.close()
+
+
+def test_model_config_policies_and_labels(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    configs = parse_model_config_text(
+        """model_config_list {
+          config { name: "a" base_path: "/m/a" model_platform: "tensorflow"
+                   model_version_policy { specific { versions: 2 versions: 5 } }
+                   version_labels { key: "stable" value: 2 } version_labels { key: "canary" value: 5 } }
+          config { name: "b" base_path: "/m/b" model_version_policy { latest { num_versions: 2 } } }
+          config { name: "c" base_path: "/m/c" model_version_policy { all {} } }
+          config { name: "d" base_path: "/m/d" }
+        }"""
+    )
+    a, b, c, d = configs
+    assert a.labels == {"stable": 2, "canary": 5}
+    assert a.policy.select([1, 2, 3, 5]) == [2, 5]
+    assert b.policy.select([1, 2, 3]) == [2, 3]
+    assert c.policy.select([3, 1]) == [1, 3]
+    assert d.policy == VersionPolicy() and d.policy.select([1, 7, 3]) == [7]
+    with pytest.raises(UsageError, match="configured twice"):
+        parse_model_config_text(
+            'model_config_list { config { name: "a" base_path: "/x" } config { name: "a" base_path: "/y" } }'
+        )
+    bad = tmp_path / "batching.txt"
+    bad.write_text("max_batch_size { value: 8 }\nallowed_batch_sizes: 4\nallowed_batch_sizes: 6\n")
+    with pytest.raises(UsageError, match="allowed_batch_sizes"):
+        read_batching_parameters(str(bad))
+    bad.write_text("max_batch_sise { value: 8 }")
+    with pytest.raises(UsageError, match="Error parsing text-format tensorflow.serving.BatchingParameters"):
+        read_batching_parameters(str(bad))
+
+
+def test_json_outputs_bytes_as_b64_and_non_finite_floats_bare() -> None:
+    out = {"img_bytes": np.array([b"\x00\xff"], dtype=object), "label": np.array([b"cat"], dtype=object)}
+    assert (
+        json_codec.encode_predict(out, "row")
+        == b'{"predictions":[{"img_bytes":{"b64":"AP8="},"label":"cat"}]}'
+    )
+    nan = {"y": np.array([np.nan, np.inf, -np.inf, 0.5], dtype=np.float32)}
+    assert json_codec.encode_predict(nan, "columnar") == b'{"outputs":[NaN,Infinity,-Infinity,0.5]}'
+    assert (
+        json_codec.encode_predict({"y": np.array([[0.2, 3.0]], dtype=np.float32)}, "row")
+        == b'{"predictions":[[0.2,3.0]]}'
+    )
+
+
+def test_json_inputs_b64_and_types() -> None:
+    arr = json_codec.decode_instances([{"b64": "aGVsbG8="}, "plain"], {"s": "string"})["s"]
+    assert arr.tolist() == [b"hello", b"plain"]
+    assert (
+        json_codec.decode_inputs({"a": [[1, 2]], "b": [1.5]}, {"a": "int64", "b": "float32"})["a"].dtype
+        == np.int64
+    )
+    with pytest.raises(ServingError, match="is not of expected type: int64"):
+        json_codec.decode_inputs([1.5], {"a": "int64"})
+    with pytest.raises(ServingError, match="Missing named input: b"):
+        json_codec.decode_inputs({"a": [1]}, {"a": "int64", "b": "int64"})
+    rows = json_codec.decode_examples(
+        {"context": {"c": "x"}, "examples": [{"a": 1.0}, {"a": 2.0, "c": "y"}]}, "classify"
+    )
+    assert rows == [{"c": "x", "a": 1.0}, {"c": "y", "a": 2.0}]
+
+
+def test_tensor_proto_round_trip() -> None:
+    from tensorflow.core.framework import tensor_pb2
+
+    for arr in (
+        np.arange(6, dtype=np.float32).reshape(2, 3),
+        np.array([[1, 2]], dtype=np.int64),
+        np.array([True, False]),
+        np.array([b"a", b"bc"], dtype=object),
+        np.array([1.5, 2.5], dtype=np.float16),
+    ):
+        t = tensor_pb2.TensorProto()
+        proto_codec.from_ndarray(arr, t)
+        back = proto_codec.to_ndarray(t)
+        assert back.shape == arr.shape and back.tolist() == arr.tolist()
+    packed = tensor_pb2.TensorProto(dtype=1, tensor_content=np.arange(4, dtype=np.float32).tobytes())
+    packed.tensor_shape.dim.add().size = 4
+    assert proto_codec.to_ndarray(packed).tolist() == [0, 1, 2, 3]
+    filled = tensor_pb2.TensorProto(dtype=1, float_val=[7.0])
+    filled.tensor_shape.dim.add().size = 3
+    assert proto_codec.to_ndarray(filled).tolist() == [7.0, 7.0, 7.0]
