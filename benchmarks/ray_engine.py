@@ -72,7 +72,9 @@ def free_port() -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "tfpredict-bench-csv")
@@ -80,7 +82,8 @@ def main() -> None:
 
     inputs = make_inputs(args.rows, args.files, args.data_dir)
     size = sum(p.stat().st_size for p in inputs)
-    print(f"{args.rows:,} rows in {len(inputs)} CSV files ({size / 1e6:.0f} MB), bench_dnn, {os.cpu_count()} CPUs")
+    print(f"{args.rows:,} rows in {len(inputs)} CSV files ({size / 1e6:.0f} MB), bench_dnn model,")
+    print(f"{os.cpu_count()} CPUs, load average before the run: {os.getloadavg()[0]:.1f} (other work here)")
     out_root = Path(tempfile.mkdtemp(prefix="tfpredict-bench-out-"))
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     env.pop("RAY_ADDRESS", None)
@@ -105,7 +108,9 @@ def main() -> None:
             ("ray --address, 2 actors x 1 thread", ["--workers", "2", "--threads", "1"]),
             ("ray --address, 1 actor x 2 threads", ["--workers", "1", "--threads", "2"]),
         ]:
-            seconds, err = run([*tfpredict, "-o", str(out_root / f"ray-{len(results)}.parquet"), *address, *extra], env)
+            seconds, err = run(
+                [*tfpredict, "-o", str(out_root / f"ray-{len(results)}.parquet"), *address, *extra], env
+            )
             results.append((label, seconds, err))
     finally:
         subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True)
@@ -119,7 +124,7 @@ def main() -> None:
         per_actor = ", ".join(f"{r} rows/s, {load} s" for _, r, load in actors) or "-"
         print(f"| {label:44} | {seconds:6.1f} | {args.rows / seconds:13,.0f} | {per_actor:36} |")
     print()
-    print("wall: the whole command, including Python + TensorFlow start-up, cluster start (cold) and actor load.")
+    print("wall: the whole command: Python + TensorFlow start-up, cluster start (cold), actor load, the job.")
 
 
 if __name__ == "__main__":

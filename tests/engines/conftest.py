@@ -15,8 +15,10 @@ from tests.io.formats import read_output, write_as
 FORMATS = ("csv", "csv.gz", "parquet", "jsonl", "tfrecord")
 
 
-def split_inputs(csv_path: Path, schema: dict, target: Path, parts: int, formats: tuple[str, ...]) -> list[Path]:
-    """The rows of a fixture CSV cut into `parts` files per format, in row order: part0.csv, part0.parquet, ..."""
+def split_inputs(
+    csv_path: Path, schema: dict, target: Path, parts: int, formats: tuple[str, ...]
+) -> list[Path]:
+    """A fixture CSV's rows cut into `parts` files per format, in row order (part0-csv.csv, ...)."""
     with csv_path.open(newline="") as f:
         lines = list(csv.reader(f))
     header, rows = lines[0], lines[1:]
@@ -40,7 +42,9 @@ def split_inputs(csv_path: Path, schema: dict, target: Path, parts: int, formats
 
 def read_rows(path: Path, strings: set[str] = frozenset()) -> list[dict[str, Any]]:  # type: ignore[assignment]
     """Rows of an output file, or of every data file of a Ray output directory (in file name order)."""
-    paths = sorted(p for p in path.iterdir() if not p.name.startswith((".", "_"))) if path.is_dir() else [path]
+    paths = (
+        sorted(p for p in path.iterdir() if not p.name.startswith((".", "_"))) if path.is_dir() else [path]
+    )
     rows: list[dict[str, Any]] = []
     for p in paths:
         cols = read_output(p, strings)
@@ -78,7 +82,9 @@ def _assert_close(g: Any, w: Any, where: str) -> None:
         for a, b in zip(g, w, strict=True):
             _assert_close(a, b, where)
     elif isinstance(w, float) or isinstance(g, float):
-        assert g is not None and math.isclose(float(g), float(w), rel_tol=1e-5, abs_tol=1e-5), f"{where}: {g} != {w}"
+        assert g is not None and math.isclose(float(g), float(w), rel_tol=1e-5, abs_tol=1e-5), (
+            f"{where}: {g} != {w}"
+        )
     else:
         assert str(g) == str(w), f"{where}: {g!r} != {w!r}"
 

@@ -39,7 +39,7 @@ def _schema(name: str) -> dict:
         return p.inputs
 
 
-# (fixture, output format): strings with leading zeros and missing values / multi-valued features / raw tensors.
+# (fixture, output format): text with leading zeros and missing values / multi-valued features / raw tensors.
 CASES = [("dnn_binary", "parquet"), ("dnn_multiclass", "csv"), ("custom_multihead_raw", "jsonl")]
 
 
@@ -91,7 +91,9 @@ def test_bad_cell_names_file_and_column_and_leaves_no_output(tmp_path: Path, cap
     bad.write_text("\n".join([*text[:31], ",".join(cells), *text[32:]]) + "\n")
     out = tmp_path / "out.parquet"
 
-    code = main(["predict", str(fx.export), str(good), str(bad), "-o", str(out), "--engine", "ray", "--keep", "id"])
+    code = main(
+        ["predict", str(fx.export), str(good), str(bad), "-o", str(out), "--engine", "ray", "--keep", "id"]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and str(bad) in err[0] and "'age'" in err[0] and "forty" in err[0], err
@@ -99,7 +101,9 @@ def test_bad_cell_names_file_and_column_and_leaves_no_output(tmp_path: Path, cap
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-def test_bad_value_found_inside_the_cluster_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_value_found_inside_the_cluster_names_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Past the driver's first-rows check, an actor finds the bad row and names its file and column."""
     monkeypatch.setattr(engine, "PRECHECK_FILES", 0)
     fx = load_fixture("dnn_multiclass") if (EXPORTS / "dnn_multiclass").is_dir() else None

@@ -52,14 +52,33 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dic
     temp = tmp_path_factory.mktemp("ray")
     address = f"{NODE_IP}:{port}"
     try:
-        _ray("start", "--head", f"--port={port}", f"--node-ip-address={NODE_IP}", "--num-cpus=1",
-             "--include-dashboard=false", "--object-store-memory=300000000", "--disable-usage-stats",
-             f"--temp-dir={temp}", env=env)
-        _ray("start", f"--address={address}", f"--node-ip-address={NODE_IP}", "--num-cpus=1",
-             '--resources={"node2": 1}', "--object-store-memory=300000000", "--disable-usage-stats", env=env)
+        _ray(
+            "start",
+            "--head",
+            f"--port={port}",
+            f"--node-ip-address={NODE_IP}",
+            "--num-cpus=1",
+            "--include-dashboard=false",
+            "--object-store-memory=300000000",
+            "--disable-usage-stats",
+            f"--temp-dir={temp}",
+            env=env,
+        )
+        _ray(
+            "start",
+            f"--address={address}",
+            f"--node-ip-address={NODE_IP}",
+            "--num-cpus=1",
+            '--resources={"node2": 1}',
+            "--object-store-memory=300000000",
+            "--disable-usage-stats",
+            env=env,
+        )
         yield address, env
     finally:
-        subprocess.run([shutil.which("ray") or "ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
+        subprocess.run(
+            [shutil.which("ray") or "ray", "stop", "--force"], env=env, capture_output=True, timeout=120
+        )
 
 
 def test_job_through_address_runs_on_both_nodes(cluster: tuple[str, dict[str, str]], tmp_path: Path) -> None:
@@ -71,8 +90,26 @@ def test_job_through_address_runs_on_both_nodes(cluster: tuple[str, dict[str, st
         schema = p.inputs
     files = split_inputs(fx.csv, schema, tmp_path / "in", parts=8, formats=("csv",))
     out = tmp_path / "out.parquet"
-    cmd = [sys.executable, "-m", "tfpredict", "predict", str(fx.export), *map(str, files), "-o", str(out),
-           "--engine", "ray", "--address", address, "--workers", "2", "--keep", "id", "--batch-size", "4"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tfpredict",
+        "predict",
+        str(fx.export),
+        *map(str, files),
+        "-o",
+        str(out),
+        "--engine",
+        "ray",
+        "--address",
+        address,
+        "--workers",
+        "2",
+        "--keep",
+        "id",
+        "--batch-size",
+        "4",
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
 

@@ -385,22 +385,30 @@ def plan_workers(
 ) -> tuple[int, int, float]:
     """(actors, TensorFlow threads per actor, CPUs each actor reserves) for the connected cluster.
 
-    By default one single-threaded actor per CPU. Reservations leave at least one CPU (half of a tiny
-    cluster) to Ray's read and write tasks: an actor pool holding every CPU would starve the readers.
+    By default one actor per node, running TensorFlow on the node's CPUs: one copy of the model per machine,
+    and on 2 cores one actor of 2 threads predicts faster than two of 1 (benchmarks/ray_engine.py).
+    Reservations leave each node at least one CPU (half of a 1-CPU node) for Ray's read and write tasks:
+    an actor pool holding every CPU would starve the readers.
     """
     ray = import_ray()
-    total = float(ray.cluster_resources().get("CPU", 1.0))
     if workers is not None and workers < 1:
         raise UsageError(f"--workers must be at least 1, not {workers}")
     if threads is not None and threads < 1:
         raise UsageError(f"--threads must be at least 1, not {threads}")
+    node_cpus = [
+        float(n["Resources"]["CPU"])
+        for n in ray.nodes()
+        if n.get("Alive") and n.get("Resources", {}).get("CPU")
+    ] or [1.0]
+    total, smallest = sum(node_cpus), min(node_cpus)
     if workers is None:
-        workers = max(1, int(total // (threads or 1)))
+        workers = len(node_cpus) if threads is None else max(1, int(total // threads))
     if threads is None:
-        threads = max(1, int(total // workers))
+        threads = max(1, int(min(smallest, total / workers)))
     if num_cpus is None:
-        room = total - min(1.0, total / 2)
-        num_cpus = max(0.01, min(float(threads), room / workers))
+        per_node_room = smallest - min(1.0, smallest / 2)
+        room = sum(c - min(1.0, c / 2) for c in node_cpus)
+        num_cpus = max(0.01, min(float(threads), per_node_room, room / workers))
     return workers, threads, num_cpus
 
 
@@ -424,7 +432,7 @@ def predict_dataset(
 ) -> Any:
     """Add a prediction step to a `ray.data.Dataset`: returns the Dataset of `keep` columns + model outputs.
 
-    Runs on an actor pool of `workers` actors (default: one per CPU of the cluster), each loading the export
+    Runs on an actor pool of `workers` actors (default: one per node of the cluster), each loading the export
     once. ship_export: send the export through the object store (else every node must read `export`).
     Feature columns may come in any type Ray reads (int for a float feature, ...); they are cast to the
     model's types. Nothing runs until the Dataset is consumed (written, iterated, materialized).
@@ -726,11 +734,11 @@ def predict_files(
         tfrecord_serialized = predictor.path_for(sig) != "tensors"
         keep_types = _check_columns(files[:PRECHECK_FILES], schema, keep, tfrecord_serialized)
 
-    if workers is None:
-        # No more actors than blocks to read (each loads TensorFlow and the export: seconds of start-up).
-        workers = max(1, sum(-(-f.path.stat().st_size // BLOCK_BYTES) or 1 for f in files))
+    blocks = max(1, sum(-(-f.path.stat().st_size // BLOCK_BYTES) or 1 for f in files))
     with connect(address, quiet=quiet), _data_context(preserve_order, progress, quiet):
-        workers = min(workers, max(1, int(ray.cluster_resources().get("CPU", 1))))
+        if workers is None:
+            # One actor per node, but no more than blocks to read: each loads TensorFlow and the export.
+            workers = min(blocks, plan_workers(None, threads)[0])
         stats = ray.remote(num_cpus=0)(StatsCollector).remote()
         ds = read_files(
             files, schema, keep, include_paths=PATH_COLUMN not in schema and PATH_COLUMN not in keep
