@@ -212,6 +212,7 @@ class HttpServer:
     def __init__(self, api: RestApi) -> None:
         self.api = api
         self.connections: set[HttpConnection] = set()
+        self.tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
         self.inflight = 0
         self._server: asyncio.Server | None = None
 
@@ -294,7 +295,9 @@ class HttpConnection(asyncio.Protocol):
             self.head = None
             self.busy = True
             self.server.inflight += 1
-            asyncio.get_running_loop().create_task(self._respond(method, path, body, keep_alive))
+            task = asyncio.get_running_loop().create_task(self._respond(method, path, body, keep_alive))
+            self.server.tasks.add(task)
+            task.add_done_callback(self.server.tasks.discard)
 
     def _parse_head(self, head: str) -> bool:
         lines = head.split("\r\n")
