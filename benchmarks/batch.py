@@ -133,9 +133,7 @@ def main() -> None:
         "--repeat", type=int, default=5, help="interleaved rounds of each measurement (best kept)"
     )
     parser.add_argument("--ceiling-rows", type=int, default=200_000, help="rows serialized for the ceiling")
-    parser.add_argument(
-        "--batch-sizes", default="", help="also time whole processes at these --batch-size values"
-    )
+    parser.add_argument("--batch-sizes", default="", help="also compare these batch sizes (in one process)")
     parser.add_argument("--no-estimator", action="store_true")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the CSVs here (reused when present)")
     args = parser.parse_args()
@@ -218,18 +216,21 @@ def main() -> None:
         print(f"| {name:<50} | {rate:>10} | {secs:>9} | {rss:>9} |")
 
     if args.batch_sizes:
-        print("\nmarginal rows/s by --batch-size (best of --repeat rounds of N/5 and N):")
-        for bs in [int(b) for b in args.batch_sizes.split(",") if b]:
-            extra = ["--batch-size", str(bs)]
-            rounds = [
-                (run_cli(csv_small, out_small, extra), run_cli(csv_n, out_n, extra))
-                for _ in range(args.repeat)
-            ]
-            ts = min(r[0][0] for r in rounds)
-            tn = min(r[1][0] for r in rounds)
-            rss = max(r[1][1] for r in rounds)
-            rate = (n - small) / (tn - ts)
-            print(f"  --batch-size {bs:>6}: {rate:>10,.0f} rows/s  (peak RSS at N {rss / 2**20:,.0f} MB)")
+        # In one process (start-up excluded, so the comparison is not drowned in TensorFlow's start-up noise),
+        # sizes interleaved round by round, best round of each.
+        from tfpredict import Predictor, predict_files
+
+        sizes = [int(b) for b in args.batch_sizes.split(",") if b]
+        best = dict.fromkeys(sizes, 0.0)
+        with Predictor.load(EXPORT) as predictor:
+            predict_files(predictor, csv_small, out_small)  # warm-up
+            for _ in range(args.repeat):
+                for bs in sizes:
+                    result = predict_files(predictor, csv_n, out_n, batch_size=bs)
+                    best[bs] = max(best[bs], result.rows_per_second)
+        print(f"\npredict_files on N rows in one process, by batch size (best of {args.repeat} rounds):")
+        for bs in sizes:
+            print(f"  batch size {bs:>6}: {best[bs]:>10,.0f} rows/s")
 
     print("\ntargets:")
     checks = [
