@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import OutputError, UsageError
 
 
 def add_doctor_parser(subparsers: Any) -> None:
@@ -64,6 +65,10 @@ def run_doctor(args: argparse.Namespace) -> int:
         raise UsageError("--seconds must be positive")
     if args.rows is not None and args.rows < 1:
         raise UsageError("--rows must be at least 1")
+    if args.report:  # fail before a minute of measuring, not after
+        parent = Path(args.report).parent
+        if not parent.is_dir():
+            raise OutputError(f"{args.report}: directory {parent} does not exist")
 
     def progress(text: str) -> None:
         if not args.quiet:
