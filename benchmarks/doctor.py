@@ -127,7 +127,7 @@ def main() -> None:
     rec = d["recommended"]
     chosen = (rec["batch_size"], (rec["threads"], rec["inter_op_threads"]))
     print(
-        f"doctor: {wall:.1f} s wall for the whole command (budget {args.seconds:.0f} s + start-up), "
+        f"doctor: {wall:.1f} s wall for the whole command (budget {args.seconds:.0f} s, start-up included), "
         f"measured {d['seconds']:.1f} s, sample {d['sample_rows']:,} rows, "
         f"whole file read: {d['whole_input_read']}"
     )

@@ -118,7 +118,7 @@ def test_json_shape(diagnoses: dict[str, dict]) -> None:
 
 
 def test_recommended_batch_size_was_measured(diagnoses: dict[str, dict]) -> None:
-    """The recommendation is the best pipelined run measured (or the default when nothing beat it by 3%)."""
+    """The recommendation is the best pipelined run measured (or the default when nothing beat it by 5%)."""
     for d in (x["json"] for x in diagnoses.values()):
         rec = d["recommended"]
         runs = {
@@ -127,7 +127,7 @@ def test_recommended_batch_size_was_measured(diagnoses: dict[str, dict]) -> None
         }
         assert (rec["batch_size"], rec["threads"], rec["inter_op_threads"]) in runs
         best = max(runs.values())
-        assert rec["rows_per_s"] >= best / 1.03 - 1e-6
+        assert rec["rows_per_s"] >= best / 1.05 - 1e-6
 
 
 # ---------------------------------------------------------------------------------------------- HTML report

@@ -8,7 +8,7 @@ from typing import Any
 from .measure import Measurements, Point
 
 BOTTLENECKS = ("input", "model", "output")
-NOISE = 0.03  # gains below this are within run-to-run noise on a busy machine: not worth a flag
+NOISE = 0.05  # gains below this are within run-to-run noise on a busy machine: not worth a flag
 
 
 @dataclass
