@@ -164,3 +164,45 @@ def test_tensor_proto_round_trip() -> None:
     filled = tensor_pb2.TensorProto(dtype=1, float_val=[7.0])
     filled.tensor_shape.dim.add().size = 3
     assert proto_codec.to_ndarray(filled).tolist() == [7.0, 7.0, 7.0]
+
+
+def test_rest_timeout_answers_504() -> None:
+    import asyncio
+    from types import SimpleNamespace
+
+    from tfpredict.savedmodel import SignatureInfo, TensorInfo
+    from tfpredict.serving.metrics import Metrics
+    from tfpredict.serving.rest import RestApi
+
+    sig = SignatureInfo(
+        "serving_default",
+        "tensorflow/serving/predict",
+        {"x": TensorInfo("x", "float32", (None,), "x:0")},
+        {"y": TensorInfo("y", "float32", (None,), "y:0")},
+    )
+
+    class Servable:
+        version = 1
+        predictor = SimpleNamespace(signatures={"serving_default": sig}, path_for=lambda name: "tensors")
+
+        def __enter__(self) -> Servable:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    class SlowService:
+        executor = None
+
+        def servable(self, spec: object) -> Servable:
+            return Servable()
+
+        async def run(self, servable: object, call: object) -> dict:
+            await asyncio.sleep(5)
+            return {}
+
+    api = RestApi(SlowService(), Metrics(), None, 1000, timeout_ms=50)  # type: ignore[arg-type]
+    start = time.perf_counter()
+    status, body, _ = asyncio.run(api.handle("POST", "/v1/models/m:predict", b'{"instances": [1.0]}'))
+    assert status == 504 and b"did not finish within 50 ms" in body
+    assert time.perf_counter() - start < 2

@@ -41,7 +41,12 @@ def add_serve_arguments(p: argparse.ArgumentParser, debug: bool = True) -> None:
     add("--monitoring_config_file", default="", help="text-format MonitoringConfig (prometheus_config)")
     add("--enable_model_warmup", default=True, help="replay assets.extra/tf_serving_warmup_requests", **flag)
     add("--rest_api_num_threads", type=int, default=16, help="worker threads for unbatched requests")
-    add("--rest_api_timeout_in_ms", type=int, default=30000, help="accepted for compatibility")
+    add(
+        "--rest_api_timeout_in_ms",
+        type=int,
+        default=30000,
+        help="REST requests past it get 504 (0: no limit)",
+    )
     add("--tensorflow_intra_op_parallelism", type=int, default=0)
     add("--tensorflow_inter_op_parallelism", type=int, default=0)
     add("--grpc_channel_arguments", default="", help="comma-separated key=value gRPC server arguments")
@@ -96,6 +101,7 @@ def run_serve(args: argparse.Namespace) -> int:
         monitoring_config_file=args.monitoring_config_file,
         enable_model_warmup=args.enable_model_warmup,
         rest_api_num_threads=args.rest_api_num_threads,
+        rest_api_timeout_in_ms=args.rest_api_timeout_in_ms,
         tensorflow_intra_op_parallelism=args.tensorflow_intra_op_parallelism,
         tensorflow_inter_op_parallelism=args.tensorflow_inter_op_parallelism,
         max_request_bytes=args.max_request_bytes,

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Coroutine
 from typing import Any
 from urllib.parse import unquote
 
@@ -60,12 +61,18 @@ class RestApi:
     """Routes a request to the handler for its path; returns (HTTP status, body, content type)."""
 
     def __init__(
-        self, service: InferenceService, metrics: Metrics, prometheus_path: str | None, max_request_bytes: int
+        self,
+        service: InferenceService,
+        metrics: Metrics,
+        prometheus_path: str | None,
+        max_request_bytes: int,
+        timeout_ms: int = 0,
     ) -> None:
         self.service = service
         self.metrics = metrics
         self.prometheus_path = prometheus_path
         self.max_request_bytes = max_request_bytes
+        self.timeout_ms = timeout_ms
 
     async def handle(self, method: str, path: str, body: bytes) -> tuple[int, bytes, bytes]:
         if self.prometheus_path and path == self.prometheus_path and method == "GET":
@@ -83,11 +90,11 @@ class RestApi:
                 model = spec.name
                 doc = await self._loads(body)
                 if api == "predict":
-                    out = await self.predict(spec, doc)
+                    out = await self._deadline(self.predict(spec, doc))
                 elif api == "classify":
-                    out = await self.classify(spec, doc)
+                    out = await self._deadline(self.classify(spec, doc))
                 else:
-                    out = await self.regress(spec, doc)
+                    out = await self._deadline(self.regress(spec, doc))
             elif method == "GET":
                 m = MODEL_PATH.fullmatch(path)
                 if m is None:
@@ -107,6 +114,21 @@ class RestApi:
             return err.http_status, json_codec.encode_error(err.message), JSON
         self.metrics.record_request(model, api, "REST", "OK", (time.perf_counter() - start) * 1e6)
         return 200, out, JSON
+
+    async def _deadline(self, answer: Coroutine[Any, Any, bytes]) -> bytes:
+        """--rest_api_timeout_in_ms: past it the request is abandoned with DEADLINE_EXCEEDED (504)."""
+        if self.timeout_ms <= 0:
+            return await answer
+        try:
+            if hasattr(asyncio, "timeout"):  # Python 3.11+: no extra task per request
+                async with asyncio.timeout(self.timeout_ms / 1000):
+                    return await answer
+            return await asyncio.wait_for(answer, self.timeout_ms / 1000)
+        except (TimeoutError, asyncio.TimeoutError):  # distinct classes before Python 3.11
+            raise ServingError(
+                "DEADLINE_EXCEEDED",
+                f"Request did not finish within {self.timeout_ms} ms (--rest_api_timeout_in_ms)",
+            ) from None
 
     async def _loads(self, body: bytes) -> dict[str, Any]:
         if len(body) > DECODE_IN_THREAD_BYTES:

@@ -45,6 +45,7 @@ class ServeOptions:
     monitoring_config_file: str = ""
     enable_model_warmup: bool = True
     rest_api_num_threads: int = 16
+    rest_api_timeout_in_ms: int = 30000
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
@@ -137,7 +138,9 @@ async def _run(
     http = None
     if options.rest_api_port:
         prometheus = monitoring.prometheus_path if monitoring.prometheus_enable else None
-        http = HttpServer(RestApi(service, metrics, prometheus, options.max_request_bytes))
+        http = HttpServer(
+            RestApi(service, metrics, prometheus, options.max_request_bytes, options.rest_api_timeout_in_ms)
+        )
         try:
             await http.start(options.host, options.rest_api_port)
         except OSError as exc:
