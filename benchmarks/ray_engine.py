@@ -14,10 +14,12 @@ user types (`tfpredict predict ... -o OUT`, Parquet output, `--keep id`):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -71,6 +73,30 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def stop_cluster(marker: str) -> None:
+    """SIGTERM, then SIGKILL, the processes naming this cluster's temp dir and their children (not
+    `ray stop --force`: that would stop every Ray cluster on the machine)."""
+    procs = [d for d in Path("/proc").iterdir() if d.name.isdigit()]
+    ours, parents = set(), {}
+    for d in procs:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if marker.encode() in (d / "cmdline").read_bytes():
+                ours.add(int(d.name))
+            parents[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    while True:
+        children = {pid for pid, ppid in parents.items() if ppid in ours} - ours
+        if not children:
+            break
+        ours |= children
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in ours:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in ours):
+            time.sleep(0.2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -96,10 +122,12 @@ def main() -> None:
     results.append(("ray, starts its own local cluster", seconds, err))
 
     port = free_port()
+    temp = Path(tempfile.mkdtemp(prefix="tfpredict-bench-ray-"))
     ray_cli = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
     subprocess.run(
         [ray_cli, "start", "--head", f"--port={port}", f"--node-ip-address={NODE_IP}", "--num-cpus=2",
-         "--include-dashboard=false", "--object-store-memory=500000000", "--disable-usage-stats"],
+         "--include-dashboard=false", "--object-store-memory=500000000", "--disable-usage-stats",
+         f"--temp-dir={temp}"],
         env=env, check=True, capture_output=True,
     )  # fmt: skip
     try:
@@ -113,7 +141,7 @@ def main() -> None:
             )
             results.append((label, seconds, err))
     finally:
-        subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True)
+        stop_cluster(str(temp))
         shutil.rmtree(out_root, ignore_errors=True)
 
     print()
@@ -123,6 +151,11 @@ def main() -> None:
         actors = ACTOR_LINE.findall(err)
         per_actor = ", ".join(f"{r} rows/s, {load} s" for _, r, load in actors) or "-"
         print(f"| {label:44} | {seconds:6.1f} | {args.rows / seconds:13,.0f} | {per_actor:36} |")
+    print()
+    for label, _, err in results:
+        phases = re.search(r"ray: seconds: (.*)", err)
+        if phases:
+            print(f"{label}: {phases.group(1)}")
     print()
     print("wall: the whole command: Python + TensorFlow start-up, cluster start (cold), actor load, the job.")
 

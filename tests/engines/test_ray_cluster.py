@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +33,46 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def stop_cluster(marker: str, timeout: float = 20.0) -> None:
+    """Stop the processes of one cluster: those whose command line names its temp dir, and their children.
+
+    Not `ray stop --force`, which kills every Ray process on the machine (another test run's, a benchmark's).
+    """
+    pids = _with_descendants({pid for pid, cmd in _processes().items() if marker in cmd})
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
+            time.sleep(0.2)
+
+
+def _processes() -> dict[int, str]:
+    found = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError):
+                found[int(d.name)] = (
+                    (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                )
+    return found
+
+
+def _with_descendants(roots: set[int]) -> set[int]:
+    parents: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parents[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    found, grew = set(roots), True
+    while grew:
+        children = {pid for pid, ppid in parents.items() if ppid in found} - found
+        found |= children
+        grew = bool(children)
+    return found
+
+
 def _ray(*args: str, env: dict[str, str]) -> None:
     ray_cli = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
     subprocess.run([ray_cli, *args], env=env, check=True, capture_output=True, timeout=120)
@@ -49,7 +92,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dic
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
     env.pop("RAY_ADDRESS", None)
-    temp = tmp_path_factory.mktemp("ray")
+    temp = tmp_path_factory.mktemp(f"ray-{secrets.token_hex(4)}", numbered=False)  # names only this cluster
     address = f"{NODE_IP}:{port}"
     try:
         _ray(
@@ -72,13 +115,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dic
             '--resources={"node2": 1}',
             "--object-store-memory=300000000",
             "--disable-usage-stats",
+            f"--temp-dir={temp}",
             env=env,
         )
         yield address, env
     finally:
-        subprocess.run(
-            [shutil.which("ray") or "ray", "stop", "--force"], env=env, capture_output=True, timeout=120
-        )
+        stop_cluster(str(temp))
 
 
 def test_job_through_address_runs_on_both_nodes(cluster: tuple[str, dict[str, str]], tmp_path: Path) -> None:

@@ -564,6 +564,7 @@ class RayPredictResult:
     files: list[Path]
     actors: list[ActorStats] = field(default_factory=list)
     node_addresses: dict[str, str] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)  # where the seconds went, in order
 
     @property
     def rows_per_second(self) -> float:
@@ -581,6 +582,8 @@ class RayPredictResult:
 
     def actor_lines(self) -> list[str]:
         lines = [f"ray: {len(self.actors)} actor(s) on {len(self.nodes)} node(s)"]
+        if self.phases:
+            lines.append("ray: seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in self.phases.items()))
         for a in sorted(self.actors, key=lambda a: (a.node, a.actor)):
             where = self.node_addresses.get(a.node, "")
             lines.append(
@@ -735,7 +738,11 @@ def predict_files(
         keep_types = _check_columns(files[:PRECHECK_FILES], schema, keep, tfrecord_serialized)
 
     blocks = max(1, sum(-(-f.path.stat().st_size // BLOCK_BYTES) or 1 for f in files))
+    phases = {"driver: load export, check inputs": time.perf_counter() - started}
+    mark = time.perf_counter()
     with connect(address, quiet=quiet), _data_context(preserve_order, progress, quiet):
+        phases["connect / start cluster"] = time.perf_counter() - mark
+        mark = time.perf_counter()
         if workers is None:
             # One actor per node, but no more than blocks to read: each loads TensorFlow and the export.
             workers = min(blocks, plan_workers(None, threads)[0])
@@ -772,6 +779,9 @@ def predict_files(
                 raise user_error from None
             raise
         addresses = {n["NodeID"]: n.get("NodeManagerAddress", "") for n in ray.nodes()}
+        phases["job: read, predict, write"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+    phases["disconnect / stop cluster"] = time.perf_counter() - mark
     written = sorted(p for p in target.iterdir() if p.is_file() and not p.name.startswith((".", "_")))
     return RayPredictResult(
         rows=sum(a.rows for a in actors),
@@ -780,6 +790,7 @@ def predict_files(
         files=written,
         actors=actors,
         node_addresses={a.node: addresses.get(a.node, "") for a in actors},
+        phases=phases,
     )
 
 
