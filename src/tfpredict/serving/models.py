@@ -303,11 +303,11 @@ class ModelManager:
         except Exception as exc:
             if predictor is not None:
                 predictor.close()
-            err = as_serving_error(exc) if not isinstance(exc, TfpredictError) else None
-            code = err.code if err is not None else "FAILED_PRECONDITION"
-            message = err.message if err is not None else exc.message  # type: ignore[attr-defined]
-            if err is not None and err.code == "INTERNAL":
-                code = "UNKNOWN"
+            if isinstance(exc, TfpredictError):  # not a SavedModel, no usable signature, ...
+                code, message = "FAILED_PRECONDITION", exc.message
+            else:  # TensorFlow's own errors keep their code; anything else is UNKNOWN
+                err = as_serving_error(exc)
+                code, message = ("UNKNOWN" if err.code == "INTERNAL" else err.code), err.message
             log.error("Model %s version %d at %s failed to load: %s", name, version, path, message)
             with self._lock:
                 model.status[version] = VersionStatus(version, END, code, message)

@@ -428,4 +428,4 @@ class HttpConnection(asyncio.Protocol):
                 self._process()
 
 
-__all__ = ["HttpServer", "RestApi", "ServingError"]
+__all__ = ["HttpServer", "RestApi"]

@@ -73,7 +73,7 @@ def as_serving_error(exc: BaseException) -> ServingError:
     tf_code = _tf_code(exc)
     if tf_code:
         return ServingError(tf_code, str(getattr(exc, "message", exc)))
-    log.error("internal error while answering a request", exc_info=exc)
+    log.error("unexpected error (a bug in tfpredict serve?)", exc_info=exc)
     return ServingError("INTERNAL", f"{type(exc).__name__}: {exc}")
 
 
