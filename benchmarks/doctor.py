@@ -135,6 +135,19 @@ def main() -> None:
     print(f"doctor recommends: {' '.join(rec['flags'])}  (report: {tmp / 'report.html'})")
 
     run = Runner(csv, tmp / "out.parquet")
+    chromium = Path("/usr/bin/chromium")
+    if chromium.exists():  # the report as a browser renders it
+        shot = tmp / "report.png"
+        subprocess.run(
+            [str(chromium), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp / 'chromium'}", "--hide-scrollbars", "--window-size=1100,3400",
+             f"--screenshot={shot}", (tmp / "report.html").as_uri()],
+            capture_output=True, timeout=120,
+        )  # fmt: skip
+        size = shot.stat().st_size if shot.exists() else 0
+        print(f"report screenshot (headless Chromium): {shot} ({size:,} bytes)")
+
     grid = [(b, t) for b in BATCH_SIZES for t in THREADS]
     if chosen not in grid:
         grid.append(chosen)
