@@ -207,7 +207,7 @@ def main() -> None:
         ),
         ("tfpredict predict, marginal (N - N/5)", f"{marginal:,.0f}", f"{t_n - t_small:.2f} s", ""),
         (
-            "predict_files in one process (start-up excluded), N",
+            "predict_files in one process, N rows, no start-up",
             f"{in_process:,.0f}",
             f"{n / in_process:.2f} s",
             "",
