@@ -77,6 +77,7 @@ def servers(testdata: dict[str, str], tmp_path_factory: pytest.TempPathFactory):
             f"--model_base_path={testdata['saved_model_half_plus_two_cpu']}",
             f"--monitoring_config_file={tmp / 'monitoring_config.txt'}",
             "--grpc_channel_arguments=grpc.max_connection_age_ms=2000,grpc.lb_policy_name=grpclb",
+            f"--grpc_socket_path={tmp / 'tf-serving.sock'}",
         ),
         "config": Server(f"--model_config_file={good}"),
         "batching": Server(
@@ -88,6 +89,7 @@ def servers(testdata: dict[str, str], tmp_path_factory: pytest.TempPathFactory):
         "reload": Server(f"--model_config_file={reload_cfg}", "--model_config_file_poll_wait_seconds=1"),
     }
     started["reload"].config_path = reload_cfg  # type: ignore[attr-defined]
+    started["tf1"].socket_path = tmp / "tf-serving.sock"  # type: ignore[attr-defined]
     started["config"].config_path = good  # type: ignore[attr-defined]
     started["tf2"] = started["config"]  # its model "default" is the TF2 half_plus_two
     yield started
@@ -293,6 +295,11 @@ def test_model_config_reload_with_zero_poll_period(servers, testdata) -> None:  
 
 def test_good_grpc_channel_args(servers) -> None:  # testGoodGrpcChannelArgs
     verify_predict(servers["tf1"].wait().grpc, expected_output=3.0, specify_output=False)
+
+
+def test_predict_uds(servers) -> None:  # testPredictUDS
+    server = servers["tf1"].wait()
+    verify_predict(f"unix:{server.socket_path}", expected_output=3.0, specify_output=False)
 
 
 def test_tf_saved_model_save(servers) -> None:  # test_tf_saved_model_save

@@ -50,7 +50,7 @@ def add_serve_arguments(p: argparse.ArgumentParser, debug: bool = True) -> None:
     add("--tensorflow_intra_op_parallelism", type=int, default=0)
     add("--tensorflow_inter_op_parallelism", type=int, default=0)
     add("--grpc_channel_arguments", default="", help="comma-separated key=value gRPC server arguments")
-    add("--grpc_socket_path", default="", help="accepted for compatibility (ignored)")
+    add("--grpc_socket_path", default="", help="also serve gRPC on this UNIX domain socket")
     add(
         "--max_request_bytes",
         type=int,
@@ -102,6 +102,7 @@ def run_serve(args: argparse.Namespace) -> int:
         enable_model_warmup=args.enable_model_warmup,
         rest_api_num_threads=args.rest_api_num_threads,
         rest_api_timeout_in_ms=args.rest_api_timeout_in_ms,
+        grpc_socket_path=args.grpc_socket_path,
         tensorflow_intra_op_parallelism=args.tensorflow_intra_op_parallelism,
         tensorflow_inter_op_parallelism=args.tensorflow_inter_op_parallelism,
         max_request_bytes=args.max_request_bytes,

@@ -46,6 +46,7 @@ class ServeOptions:
     enable_model_warmup: bool = True
     rest_api_num_threads: int = 16
     rest_api_timeout_in_ms: int = 30000
+    grpc_socket_path: str = ""
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
@@ -71,8 +72,8 @@ def serve(options: ServeOptions, ready: threading.Event | None = None) -> int:
     elif options.batching_parameters_file:
         log.warning("--batching_parameters_file is ignored without --enable_batching")
     monitoring = read_monitoring_config(options.monitoring_config_file)
-    if not options.port and not options.rest_api_port:
-        raise UsageError("Give --port (gRPC) and/or --rest_api_port (REST)")
+    if not options.port and not options.rest_api_port and not options.grpc_socket_path:
+        raise UsageError("Give --port (gRPC), --grpc_socket_path and/or --rest_api_port (REST)")
 
     from ..predictor import Predictor
 
@@ -123,7 +124,7 @@ async def _run(
             pass
 
     grpc_server = None
-    if options.port:
+    if options.port or options.grpc_socket_path:
         grpc_server = create_server(
             service,
             metrics,
@@ -131,9 +132,16 @@ async def _run(
             options.max_request_bytes,
             options.grpc_channel_arguments,
         )
-        bound = grpc_server.add_insecure_port(f"{_grpc_host(options.host)}:{options.port}")
-        if not bound:
-            raise UsageError(f"Could not bind the gRPC port {options.host}:{options.port} (in use?)")
+        if options.port:
+            bound = grpc_server.add_insecure_port(f"{_grpc_host(options.host)}:{options.port}")
+            if not bound:
+                raise UsageError(f"Could not bind the gRPC port {options.host}:{options.port} (in use?)")
+        if options.grpc_socket_path:
+            try:
+                os.unlink(options.grpc_socket_path)  # a socket left by an earlier server
+            except FileNotFoundError:
+                pass
+            grpc_server.add_insecure_port(f"unix:{options.grpc_socket_path}")
         await grpc_server.start()
     http = None
     if options.rest_api_port:
@@ -148,8 +156,10 @@ async def _run(
                 f"Could not bind the REST port {options.host}:{options.rest_api_port}: {exc.strerror}"
             ) from exc
     parts = []
-    if grpc_server is not None:
+    if grpc_server is not None and options.port:
         parts.append(f"gRPC at {options.host}:{options.port}")
+    if options.grpc_socket_path:
+        parts.append(f"gRPC at unix:{options.grpc_socket_path}")
     if http is not None:
         parts.append(f"REST at {options.host}:{http.port}")
     log.info("tfpredict serve: %s; models: %s", ", ".join(parts), ", ".join(service.manager.names()))
