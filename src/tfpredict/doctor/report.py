@@ -137,7 +137,7 @@ def stage_chart(stages: dict[str, Any], width: int = 760) -> str:
         return "<p>No stage measured.</p>"
     cost = {k: 1e6 / s["rows_per_s"] for k, s in items}
     top = max(cost.values())
-    row_h, left, right = 34, 210, 150
+    row_h, left, right = 34, 210, 290
     h = row_h * len(items) + 30
     plot = width - left - right
     parts = [
