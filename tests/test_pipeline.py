@@ -40,7 +40,7 @@ def test_outputs_equal_estimator_predict(fixture: Fixture, out_format: str, tmp_
     assert_matches(as_arrays(got), fixture.expected, f"{fixture.name} -> {out_format}")
 
 
-@pytest.mark.parametrize("in_format", ["csv.gz", "parquet", "jsonl", "tfrecord", "tfrecord.gz"])
+@pytest.mark.parametrize("in_format", ["csv.gz", "parquet", "jsonl", "jsonl.gz", "tfrecord", "tfrecord.gz"])
 def test_every_input_format_gives_the_same_output(fixture: Fixture, in_format: str, tmp_path: Path) -> None:
     predictor = predictor_of(fixture)
     source = write_as(in_format, fixture.csv, predictor.inputs, tmp_path)
