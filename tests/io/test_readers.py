@@ -121,3 +121,12 @@ def test_expand_inputs_dirs_globs_and_errors(tmp_path: Path) -> None:
         expand_inputs([str(tmp_path / "*.tfrecord")])
     with pytest.raises(InputError, match="unknown input format"):
         detect_format(tmp_path / "notes.txt")
+
+
+def test_jsonl_bad_value_names_its_line(tmp_path: Path) -> None:
+    lines = [json.dumps({"x": i, "zip": "a"}) for i in range(2000)]
+    lines[1500] = json.dumps({"x": "many", "zip": "a"})
+    (f,) = expand_inputs([one_file(tmp_path, "a.jsonl", "\n".join(lines) + "\n")])
+    with pytest.raises(InputError) as info:
+        list(read_jsonl(f, SCHEMA, 500, block_size=4096))
+    assert info.value.message == f"{f.path}, line 1501, column 'x': expected a number, found 'many'"

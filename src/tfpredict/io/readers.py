@@ -602,7 +602,7 @@ def read_jsonl(
             except StopIteration:
                 return
             except pa.ArrowInvalid as e:
-                raise InputError(_json_error(file, str(e), row)) from None
+                raise InputError(_json_error(file, str(e), row, schema)) from None
             yield batch
 
     for batch in rebatch(batches(), batch_size):
@@ -618,12 +618,45 @@ def read_jsonl(
         row += batch.num_rows
 
 
-def _json_error(file: InputFile, message: str, row: int) -> str:
+def _json_error(file: InputFile, message: str, row: int, schema: dict[str, FeatureSpec]) -> str:
+    """Arrow names the block, not the line: find the first offending line from `row` on (error path only)."""
     first = message.splitlines()[0]
+    found = _first_bad_json_line(file, row, schema)
+    if found is not None:
+        return found
     m = re.search(r"Column\(/([^)]*)\) changed from (\w+) to (\w+)", first)
     if m:
         return f"{file}, after line {row}, column '{m.group(1)}': expected {m.group(2)}, found {m.group(3)}"
     return f"{file}: not valid JSON Lines after line {row} ({first})"
+
+
+def _first_bad_json_line(file: InputFile, start: int, schema: dict[str, FeatureSpec]) -> str | None:
+    import json
+
+    opener = gzip.open if file.compression else open
+    scalar = {n: s for n, s in schema.items() if _scalar(s)}
+    with opener(file.path, "rt", encoding="utf-8") as fh:  # type: ignore[operator]
+        for number, line in enumerate(fh, 1):
+            if number <= start or not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as e:
+                return f"{file}, line {number}: not valid JSON ({e})"
+            if not isinstance(record, dict):
+                return f"{file}, line {number}: expected a JSON object, found {type(record).__name__}"
+            for name, spec in scalar.items():
+                value = record.get(name)
+                if value is None:
+                    continue
+                if spec.dtype == "string":
+                    ok = isinstance(value, str)
+                else:
+                    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+                if not ok:
+                    expected = "a string" if spec.dtype == "string" else "a number"
+                    return f"{file}, line {number}, column '{name}': expected {expected}, found {value!r}"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------- TFRecord
