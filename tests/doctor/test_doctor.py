@@ -93,7 +93,7 @@ def test_large_csv_stays_within_budget(diagnoses: dict[str, dict]) -> None:
     assert x["stages"]["read"]["rows"] < 3_000_000
     assert x["seconds"] <= BUDGETS["input"] * 1.15, x["seconds"]
     # The whole process: the budget plus Python/TensorFlow start-up (outside the budget) on a busy machine.
-    assert d["wall"] < BUDGETS["input"] + 25, d["wall"]
+    assert d["wall"] < BUDGETS["input"] + 30, d["wall"]
 
 
 def test_json_shape(diagnoses: dict[str, dict]) -> None:

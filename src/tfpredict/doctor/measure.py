@@ -827,13 +827,17 @@ def measure(
                 m.format_sweep.append(Point({"format": fmt, "step": "read"}, None, f"cannot read back: {e}"))
                 continue
             m.format_sweep.append(Point({"format": fmt, "step": "read"}, n / s))
-        m.format_sweep.append(
-            Point(
-                {"format": "memory", "step": "read"},
-                None,
-                "no reading: Predictor.predict on a DataFrame / Arrow table",
+        # From memory there is nothing to read: Predictor.predict on an Arrow table (conversion + model).
+        if budget.allows(0.3):
+
+            def predict_table(t: pa.Table) -> int:
+                predictor.predict(t)
+                return t.num_rows
+
+            n, s = timed_rate(predict_table, batches_of(table, batch_size, limit=8), budget.slice(0.015))
+            m.format_sweep.append(
+                Point({"format": "memory", "step": "predict"}, n / s, "Predictor.predict on an Arrow table")
             )
-        )
 
         # ---- the pipelined job at candidate settings (what `tfpredict predict` will do), default first.
         # Round one runs each candidate once; round two re-runs the default and the two best, and each keeps

@@ -89,6 +89,9 @@ def format_text(d: Diagnosis) -> str:
         out.append(
             "reading the sample: " + ", ".join(f"{p['format']}: {_rate(p['rows_per_s'])}" for p in reads)
         )
+    memory = [p for p in sw["input_format"] if p["format"] == "memory" and p["rows_per_s"]]
+    if memory:
+        out.append(f"from memory (Predictor.predict on an Arrow table): {_rate(memory[0]['rows_per_s'])}")
     if sw["end_to_end"]:
         out.append("")
         out += _table(
