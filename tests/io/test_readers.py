@@ -130,3 +130,11 @@ def test_jsonl_bad_value_names_its_line(tmp_path: Path) -> None:
     with pytest.raises(InputError) as info:
         list(read_jsonl(f, SCHEMA, 500, block_size=4096))
     assert info.value.message == f"{f.path}, line 1501, column 'x': expected a number, found 'many'"
+
+
+def test_parquet_text_in_a_number_column_names_its_row(tmp_path: Path) -> None:
+    path = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"x": ["1", "2", "3", "lots"], "zip": ["a"] * 4}), path, row_group_size=2)
+    with pytest.raises(InputError) as info:
+        list(read_inputs(expand_inputs([path]), SCHEMA, 3))
+    assert info.value.message == f"{path}, row 4, column 'x': expected a number, found 'lots'"

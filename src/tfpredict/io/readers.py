@@ -551,6 +551,14 @@ def _cast_to_schema(
                     col = pc.cast(col, target)
                     changed = True
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+                    if pa.types.is_string(col.type) and not _is_list(target):
+                        _, bad = _cast_text(col, target)
+                        if bad.any():
+                            i = int(np.argmax(bad))
+                            raise InputError(
+                                f"{file}, row {first_row + i + 1}, column '{name}': "
+                                f"expected {_expected(target)}, found {col[i].as_py()!r}"
+                            ) from None
                     raise InputError(
                         f"{file}, rows {first_row + 1}-{first_row + batch.num_rows}, column '{name}': "
                         f"expected {_expected(target)}, found {col.type} values that do not convert "
