@@ -768,6 +768,7 @@ def predict_files(
         tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
         try:
             _write(ds, fmt, tmp, batch_size)
+            tmp.mkdir(exist_ok=True)  # no rows (header-only inputs): an empty directory, not a missing one
             actors = ray.get(stats.summary.remote())
             if target.exists():
                 target.rmdir()  # checked empty above
