@@ -117,13 +117,27 @@ def as_table(data: Any, needed: Sequence[str] | None = None) -> Table:
     if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
         if not all(isinstance(row, Mapping) for row in data):
             raise InputError("A list input must hold one dict per row (feature name -> value)")
+        if len(data) == 1:
+            return as_table(dict(data[0]), needed)
         names = list(dict.fromkeys(str(k) for row in data for k in row))
         names = [n for n in names if needed is None or n in needed]
-        return Table({n: _from_sequence(n, [row.get(n) for row in data]) for n in names}, len(data))
+        return Table({n: _from_cells(n, [row.get(n) for row in data]) for n in names}, len(data))
     raise InputError(
         f"Cannot predict from a {type(data).__name__}: give a pandas DataFrame, a pyarrow Table or "
         "RecordBatch, a dict of columns, or a list of row dicts"
     )
+
+
+def _from_cells(name: str, cells: list[Any]) -> Column:
+    """One column of row-dict cells: plain numpy when every cell is a present number or every cell a
+    string (cheap, the common case of small requests), else Arrow, which handles gaps and lists."""
+    first = cells[0] if cells else None
+    if isinstance(first, (str, bytes)) and all(isinstance(c, (str, bytes)) for c in cells):
+        return np.array(cells, dtype=object)
+    if isinstance(first, (int, float)) and not isinstance(first, bool):
+        if all(type(c) in (int, float) and c == c for c in cells):
+            return np.array(cells)
+    return _from_sequence(name, cells)
 
 
 def _combine(col: Any) -> pa.Array:

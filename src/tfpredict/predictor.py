@@ -15,6 +15,7 @@ from . import features as F
 from .errors import InputError, ModelLoadError, PredictionError
 from .features import FeatureSpec, SparseValue
 from .savedmodel import (
+    FunctionSignatures,
     ParseSpec,
     SignatureInfo,
     find_parse_spec,
@@ -22,6 +23,7 @@ from .savedmodel import (
     resolve_export_dir,
     session_config,
     signatures_of,
+    unrestored_variables,
 )
 
 log = logging.getLogger(__name__)
@@ -102,6 +104,7 @@ class Predictor:
         self.batch_size = batch_size
         self._graph = graph
         self._session = session
+        self._functions: FunctionSignatures | None = None  # set when a graph session cannot run the export
         self._fast_path = fast_path
         self._plans: dict[str, _Plan] = {}
         self._callables: dict[tuple[Any, ...], Any] = {}
@@ -139,6 +142,14 @@ class Predictor:
                 f"No signature {chosen!r} in {export_dir}; it has: {', '.join(sorted(signatures))}"
             )
         predictor = cls(export_dir, graph, session, signatures, chosen, batch_size, fast_path)
+        missing = unrestored_variables(graph, session)
+        if missing:
+            log.info(
+                "%s: %d variables not restored by a graph session; calling TF2 functions",
+                export_dir,
+                len(missing),
+            )
+            predictor._functions = FunctionSignatures(export_dir)
         predictor._plan(chosen)  # fail at load, not at the first call, if the signature is unusable
         return predictor
 
@@ -244,7 +255,7 @@ class Predictor:
             raise InputError(f"No signature {name!r}; the export has: {', '.join(sorted(self.signatures))}")
         with self._lock:
             if name not in self._plans:
-                parse = find_parse_spec(self._graph, self._session, sig)
+                parse = None if self._functions else find_parse_spec(self._graph, self._session, sig)
                 self._plans[name] = _Plan(sig, parse, self._fast_path)
             return self._plans[name]
 
@@ -276,6 +287,10 @@ class Predictor:
                     from tensorflow.core.protobuf import config_pb2
 
                     sig = self.signatures[signature]
+                    if self._functions is not None:
+                        fn = self._functions.callable(sig, feeds, keys)
+                        self._callables[cache_key] = fn
+                        return fn
                     options = config_pb2.CallableOptions()
                     options.feed.extend(feeds)
                     options.fetch.extend(sig.outputs[k].tensor_name for k in keys)

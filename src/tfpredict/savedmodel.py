@@ -120,7 +120,8 @@ def choose_tags(export_dir: Path) -> list[str]:
 def session_config(
     intra_op_threads: int | None = None, inter_op_threads: int | None = None, xla: bool = False
 ) -> Any:
-    config = tf.compat.v1.ConfigProto()
+    # Like TF Serving: an export pinned to a device this machine lacks (a GPU) runs where it can.
+    config = tf.compat.v1.ConfigProto(allow_soft_placement=True)
     if intra_op_threads:
         config.intra_op_parallelism_threads = intra_op_threads
     if inter_op_threads:
@@ -153,6 +154,41 @@ def load_session(export_dir: Path, config: Any) -> tuple[Any, Any, Any]:
     finally:
         tf_log.setLevel(level)
     return graph, session, meta
+
+
+def unrestored_variables(graph: Any, session: Any) -> list[str]:
+    """Resource variables the v1 loader left without a value. TF2 exports of some models (e.g. Keras under
+    a distribution strategy) restore only through their object graph, which a graph session does not read."""
+    handles = [op for op in graph.get_operations() if op.type == "VarHandleOp"]
+    if not handles:
+        return []
+    with graph.as_default():
+        checks = [tf.raw_ops.VarIsInitializedOp(resource=op.outputs[0]) for op in handles]
+    done = session.run(checks)
+    return [op.name for op, ok in zip(handles, done, strict=True) if not ok]
+
+
+class FunctionSignatures:
+    """Signatures called as TF2 concrete functions (tf.saved_model.load): the path for TF2 exports a graph
+    session cannot restore. Slower per call than a session step, so only used when needed."""
+
+    def __init__(self, export_dir: Path) -> None:
+        try:
+            self._loaded = tf.saved_model.load(str(export_dir))
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelLoadError(f"Cannot load SavedModel {export_dir}: {first}") from exc
+
+    def callable(self, signature: SignatureInfo, feeds: list[str], keys: list[str]) -> Any:
+        fn = self._loaded.signatures[signature.name]
+        by_tensor = {info.tensor_name: key for key, info in signature.inputs.items()}
+        names = [by_tensor[t] for t in feeds]
+
+        def call(*arrays: Any) -> list[Any]:
+            out = fn(**{n: tf.constant(a) for n, a in zip(names, arrays, strict=True)})
+            return [out[k].numpy() for k in keys]
+
+        return call
 
 
 def signatures_of(meta: Any) -> dict[str, SignatureInfo]:
