@@ -113,5 +113,6 @@ def testdata(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "tf_saved_model_save",
         "tf_saved_model_save_multiple_signatures",
         "keras_sequential_saved_model_save",
+        "distrat_keras_sequential_saved_model_save",
     ]
     return {n: str(root / n) for n in names}

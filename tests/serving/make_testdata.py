@@ -47,8 +47,26 @@ def write_keras_sequential(base: str) -> None:
     tf.saved_model.save(model, os.path.join(base, VERSION), signatures=serve)
 
 
+def write_distrat_keras_sequential(base: str) -> None:
+    """test_distrat_sequential_keras_saved_model_save: Dense(1, ones) under a MirroredStrategy on 2 CPUs."""
+    strategy = tf.distribute.MirroredStrategy(devices=("/cpu:0", "/cpu:1"))
+    with strategy.scope():
+        model = tf.keras.models.Sequential()
+        model.add(tf.keras.layers.Input(dtype="float32", shape=(1,), name="x"))
+        model.add(tf.keras.layers.Dense(1, kernel_initializer="ones", bias_initializer="zeros"))
+        model.add(tf.keras.layers.Lambda(lambda x: x, name="y"))
+    serve = tf.function(lambda x: {"y": model(x)}).get_concrete_function(
+        tf.TensorSpec([None, 1], tf.float32, name="x")
+    )
+    tf.saved_model.save(model, os.path.join(base, "00000123"), signatures=serve)
+
+
 if __name__ == "__main__":
+    # SetVirtualCpus(2) of TF Serving's test base: before anything else touches the devices.
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     root = sys.argv[1]
+    write_distrat_keras_sequential(os.path.join(root, "distrat_keras_sequential_saved_model_save"))
     write_all(root)
     write_tf_saved_model_save(os.path.join(root, "tf_saved_model_save"))
     write_multiple_signatures(os.path.join(root, "tf_saved_model_save_multiple_signatures"))

@@ -66,6 +66,7 @@ def servers(testdata: dict[str, str], tmp_path_factory: pytest.TempPathFactory):
                 "tf_saved_model_save": testdata["tf_saved_model_save"],
                 "multiple_signatures": testdata["tf_saved_model_save_multiple_signatures"],
                 "keras_sequential": testdata["keras_sequential_saved_model_save"],
+                "distrat": testdata["distrat_keras_sequential_saved_model_save"],
             }
         )
     )
@@ -325,6 +326,16 @@ def test_sequential_keras_saved_model_save(servers) -> None:  # test_sequential_
     verify_predict(
         servers["config"].wait().grpc,
         model_name="keras_sequential",
+        batch_input=True,
+        specify_output=False,
+        expected_output=2.0,
+    )
+
+
+def test_distrat_sequential_keras_saved_model_save(servers) -> None:  # test_distrat_sequential_keras_...
+    verify_predict(
+        servers["config"].wait().grpc,
+        model_name="distrat",
         batch_input=True,
         specify_output=False,
         expected_output=2.0,
