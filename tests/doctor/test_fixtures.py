@@ -23,3 +23,41 @@ def test_doctor_on_fixture(fixture: Fixture) -> None:
     assert x["top_ops"], "the traced run found no ops"
     assert sum(x["op_categories"].values()) == pytest.approx(1, abs=1e-3)
     assert x["recommended"]["batch_size"] >= 1
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl", "tfrecord"])
+def test_doctor_on_other_input_formats(fmt: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The same 50 bench_dnn rows as Parquet, JSON Lines and TFRecord (tf.Example) files."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.conftest import load_fixture
+    from tfpredict.doctor import doctor
+
+    fixture = load_fixture("bench_dnn")
+    frame = pd.read_csv(fixture.csv, dtype={"cat": str, "tok": str})
+    path = tmp_path / f"rows.{fmt}"
+    if fmt == "parquet":
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+    elif fmt == "jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    else:
+        import tensorflow as tf
+
+        def feature(v):  # type: ignore[no-untyped-def]
+            if isinstance(v, str):
+                return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode()]))
+            return tf.train.Feature(float_list=tf.train.FloatList(value=[float(v)]))
+
+        with tf.io.TFRecordWriter(str(path)) as w:
+            for row in frame.drop(columns=["id"]).to_dict("records"):
+                example = tf.train.Example(
+                    features=tf.train.Features(feature={k: feature(v) for k, v in row.items()})
+                )
+                w.write(example.SerializeToString())
+    x = doctor(fixture.export, path, seconds=3).to_dict()
+    assert x["input_format"] == fmt and x["sample_rows"] == 50
+    assert x["stages"]["read"]["label"].startswith("read ")
+    assert x["stages"]["end_to_end"]["rows"] == 50
+    assert x["bottleneck"] in ("input", "model", "output")

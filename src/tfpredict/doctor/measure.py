@@ -303,6 +303,16 @@ def write_sample_file(sample: Sample, directory: Path, fmt: str) -> Path | None:
             for line in itertools.islice(src, lines):
                 dst.write(line)
         return out
+    if fmt == first.format == "tfrecord" and len(sample.files) == 1:
+        import tensorflow as tf
+
+        compression = "GZIP" if first.compression else ""
+        out = directory / ("sample.tfrecord.gz" if first.compression else "sample.tfrecord")
+        records = tf.data.TFRecordDataset(str(first.path), compression_type=compression).take(n)
+        with tf.io.TFRecordWriter(str(out), options=compression or None) as w:
+            for record in records:
+                w.write(record.numpy())
+        return out
     if fmt not in ("parquet", "csv", "jsonl"):
         return None
     out = directory / f"sample.{fmt}"
@@ -398,10 +408,11 @@ def end_to_end(
 
 
 def per_row_rate(predictor: Predictor, table: pa.Table, seconds: float) -> tuple[int, float]:
-    """One predict() call per row, each row a dict of scalars: the naive `input_fn` / serving-loop pattern."""
-    rows = table.slice(0, min(table.num_rows, 200)).to_pylist()
+    """One predict() call per row: the naive `input_fn` / serving-loop pattern (each row a one-row table, so
+    multi-valued features need no special casing)."""
+    rows = [table.slice(i, 1) for i in range(min(table.num_rows, 200))]
 
-    def call(row: dict[str, Any]) -> int:
+    def call(row: pa.Table) -> int:
         predictor.predict(row)
         return 1
 
