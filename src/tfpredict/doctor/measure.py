@@ -508,6 +508,8 @@ def trace_ops(
     """
     import tensorflow as tf
 
+    if getattr(predictor, "_functions", None) is not None:  # the core calls TF2 functions, not the session
+        raise RuntimeError("the export runs as TF2 functions: no graph-session step stats to read")
     plan = predictor._plan(feeds.signature)  # noqa: SLF001 - see docstring
     graph = predictor._graph  # noqa: SLF001
     session = predictor._session  # noqa: SLF001
@@ -763,7 +765,7 @@ def measure(
             m.top_ops, m.op_categories = trace_ops(predictor, trace_feeds)
         except Exception as e:  # noqa: BLE001 - a trace is a bonus; never fail the diagnosis for it
             log.info("op trace failed: %s", e)
-            skipped.append(f"op trace ({type(e).__name__})")
+            skipped.append(f"op trace ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})")
 
         # ---- naive per-row prediction
         say("per-row prediction")
