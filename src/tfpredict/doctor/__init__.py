@@ -32,7 +32,13 @@ class Diagnosis:
 
     @property
     def stages(self) -> dict[str, Any]:
-        return {k: s.to_dict() for k, s in self.measurements.stages.items()}
+        """Each stage's dict, plus `of_end_to_end`: its time alone over the pipelined job's time."""
+        stages = {k: s.to_dict() for k, s in self.measurements.stages.items()}
+        whole = stages.get("end_to_end", {}).get("rows_per_s")
+        for stage in stages.values():
+            rate = stage["rows_per_s"]
+            stage["of_end_to_end"] = round(whole / rate, 4) if whole and rate else None
+        return stages
 
     @property
     def sweeps(self) -> dict[str, Any]:

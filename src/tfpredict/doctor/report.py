@@ -59,10 +59,15 @@ def format_text(d: Diagnosis) -> str:
     out.append(f"  {x['evidence']}")
     out.append("")
     rows = [
-        [s["label"], _rate(s["rows_per_s"]), "" if s["share"] is None else f"{s['share']:.0%}"]
+        [
+            s["label"],
+            _rate(s["rows_per_s"]),
+            "" if s["share"] is None else f"{s['share']:.0%}",
+            "" if s["of_end_to_end"] is None else f"{s['of_end_to_end']:.0%}",
+        ]
         for s in x["stages"].values()
     ]
-    out += _table(["stage", "rows/s", "share"], rows)
+    out += _table(["stage", "rows/s", "share", "of the job's time"], rows)
     out.append("")
     sw = x["sweeps"]
     if sw["batch_size"]:
@@ -271,6 +276,7 @@ def render_html(d: Diagnosis) -> str:
             s["label"],
             _rate(s["rows_per_s"]),
             "" if s["share"] is None else f"{s['share']:.0%}",
+            "" if s["of_end_to_end"] is None else f"{s['of_end_to_end']:.0%}",
             f"{s['rows']:,}",
             f"{s['seconds']:.3f}",
         ]
@@ -329,7 +335,9 @@ def render_html(d: Diagnosis) -> str:
         "command": _esc(f"tfpredict predict {x['export']} DATA -o OUT {' '.join(x['recommended']['flags'])}"),
         "recommendations": recs,
         "stage_chart": stage_chart(x["stages"]),
-        "stage_table": _html_table(["stage", "rows/s", "share", "rows", "seconds"], stages_rows),
+        "stage_table": _html_table(
+            ["stage", "rows/s", "share", "of the job's time", "rows", "seconds"], stages_rows
+        ),
         "batch_chart": batch,
         "batch_table": _html_table(
             ["batch size", "rows/s (model alone)"],
