@@ -50,6 +50,8 @@ LOCAL_OBJECT_STORE_BYTES = 512 << 20
 #: CPUs each of Ray's read and write tasks reserves. Fractional: they mostly wait on files, and a node whose
 #: CPUs are taken by predictor actors must still fit them (Ray's default of 1 would deadlock a 1-CPU node).
 IO_TASK_CPUS = 0.25
+#: How long the job waits for its actors to start (a new process importing TensorFlow and loading the export).
+ACTOR_START_SECONDS = 600
 #: Roughly the bytes of input per Ray block (Ray's readers cut files into blocks of ~128 MiB of memory).
 BLOCK_BYTES = 64 << 20
 #: Ray's `include_paths` column: lets an actor name the file of a bad row.
@@ -671,16 +673,19 @@ def _data_context(preserve_order: bool, progress: bool, quiet: bool) -> Iterator
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
-    saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars)
+    saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.wait_for_min_actors_s)
     ctx.execution_options.preserve_order = preserve_order
     ctx.enable_progress_bars = progress
+    # Start predicting once every actor has loaded the export: otherwise the first actor up takes all the
+    # blocks of a small job, and an export that cannot load fails the job before any block is read.
+    ctx.wait_for_min_actors_s = ACTOR_START_SECONDS
     try:
         with _quiet_ray_loggers(quiet), warnings.catch_warnings():
             if quiet:
                 warnings.simplefilter("ignore")  # Ray's advice on pool sizes and deprecations, not the user's
             yield
     finally:
-        ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
+        ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.wait_for_min_actors_s = saved
 
 
 def predict_files(
