@@ -677,7 +677,7 @@ def _data_context(preserve_order: bool, progress: bool, quiet: bool) -> Iterator
     ctx.execution_options.preserve_order = preserve_order
     ctx.enable_progress_bars = progress
     # Start predicting once every actor has loaded the export: otherwise the first actor up takes all the
-    # blocks of a small job, and an export that cannot load fails the job before any block is read.
+    # blocks of a small job (measured: 2 actors on 2 nodes, 8 small files, only one node worked).
     ctx.wait_for_min_actors_s = ACTOR_START_SECONDS
     try:
         with _quiet_ray_loggers(quiet), warnings.catch_warnings():
