@@ -5,9 +5,11 @@ One run, one machine (client included), the bench_dnn DNNClassifier export, one 
   - REST  POST /v1/models/bench:classify  {"signature_name": "classification", "examples": [{...}]}
   - gRPC  PredictionService.Classify with one tf.Example (the tensorflow-serving-api stubs, grpc.aio)
 at concurrency 1, 16 and 64, against a server with batching off, then one with batching on.
-Each cell: warm-up, then `--seconds` of closed-loop requests; p50 / p99 latency, requests/s, errors.
+Each cell: warm-up, then `--seconds` of closed-loop requests; p50 / p99 latency, requests/s, errors
+(and, on stderr, how many rows each model call of the batching-on server merged).
 
     python benchmarks/serve.py [--seconds 5] [--concurrency 1,16,64]
+                               [--batch_timeout_micros 0] [--num_batch_threads 2]
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -33,11 +36,12 @@ import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 from tensorflow_serving.apis import classification_pb2, prediction_service_pb2_grpc  # noqa: E402
 
-BATCHING = """max_batch_size { value: 64 }
-batch_timeout_micros { value: 0 }
-max_enqueued_batches { value: 100 }
-num_batch_threads { value: 2 }
+BATCHING = """max_batch_size {{ value: 64 }}
+batch_timeout_micros {{ value: {timeout} }}
+max_enqueued_batches {{ value: 100 }}
+num_batch_threads {{ value: {threads} }}
 """
+MONITORING = 'prometheus_config { enable: true path: "/metrics" }\n'
 
 
 def first_row() -> dict[str, object]:
@@ -57,7 +61,8 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, batching: bool, tmp: Path) -> None:
+    def __init__(self, batching: str, tmp: Path) -> None:
+        """`batching`: "" for off, else a batching parameters file's text."""
         self.grpc_port, self.rest_port = free_port(), free_port()
         args = [
             sys.executable,
@@ -76,8 +81,13 @@ class ServerProcess:
             "--tensorflow_inter_op_parallelism=1",
         ]
         if batching:
-            (tmp / "batching.txt").write_text(BATCHING)
-            args += ["--enable_batching", f"--batching_parameters_file={tmp / 'batching.txt'}"]
+            (tmp / "batching.txt").write_text(batching)
+            (tmp / "monitoring.txt").write_text(MONITORING)
+            args += [
+                "--enable_batching",
+                f"--batching_parameters_file={tmp / 'batching.txt'}",
+                f"--monitoring_config_file={tmp / 'monitoring.txt'}",
+            ]
         env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         self.log = tmp / f"server-{'on' if batching else 'off'}.log"
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(self.log, "w"), env=env)
@@ -86,6 +96,17 @@ class ServerProcess:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"server did not start:\n{self.log.read_text()[-3000:]}")
             time.sleep(0.2)
+
+    def batches(self) -> tuple[float, float]:
+        """(rows, batches) the server has run so far, from its Prometheus batch-size histogram."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.rest_port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        total = {"sum": 0.0, "count": 0.0}
+        for line in text.splitlines():
+            for part in total:
+                if line.startswith(f":tensorflow:serving:batching_session:processed_batch_size_{part}"):
+                    total[part] += float(line.split()[-1])
+        return total["sum"], total["count"]
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -172,30 +193,39 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--concurrency", default="1,16,64")
+    ap.add_argument("--batch_timeout_micros", type=int, default=0, help="of the batching-on server")
+    ap.add_argument("--num_batch_threads", type=int, default=2, help="of the batching-on server")
     args = ap.parse_args()
+    batching_text = BATCHING.format(timeout=args.batch_timeout_micros, threads=args.num_batch_threads)
     levels = [int(c) for c in args.concurrency.split(",")]
     row = first_row()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for batching in (False, True):
-            server = ServerProcess(batching, Path(tmp))
+            server = ServerProcess(batching_text if batching else "", Path(tmp))
             try:
                 for protocol in ("REST", "gRPC"):
                     port = server.rest_port if protocol == "REST" else server.grpc_port
                     for c in levels:
+                        before = server.batches() if batching else (0.0, 0.0)
                         r = asyncio.run(measure(protocol, port, c, args.seconds, row))
                         r.update(protocol=protocol, batching="on" if batching else "off", concurrency=c)
                         results.append(r)
+                        # rows per model call (warm-up included): how much the batcher actually merged
+                        after = server.batches() if batching else (0.0, 0.0)
+                        calls = after[1] - before[1]
+                        mean = f"  rows/model call {(after[0] - before[0]) / calls:5.1f}" if calls else ""
                         print(
                             f"  {protocol:4s} batching {r['batching']:3s} c={c:<3d} {r['rps']:8.0f} req/s  "
-                            f"p50 {r['p50']:6.2f} ms  p99 {r['p99']:7.2f} ms  errors {r['errors']}",
+                            f"p50 {r['p50']:6.2f} ms  p99 {r['p99']:7.2f} ms  errors {r['errors']}{mean}",
                             file=sys.stderr,
                         )
             finally:
                 server.stop()
     print(
         f"\n`tfpredict serve`, bench_dnn export, 1 row per request, {args.seconds:g}s per cell, "
-        f"{os.cpu_count()} cores (client included)\n"
+        f"{os.cpu_count()} cores (client included); batching on: max_batch_size 64, "
+        f"batch_timeout_micros {args.batch_timeout_micros}, num_batch_threads {args.num_batch_threads}\n"
     )
     print("| protocol | batching | concurrency | req/s | p50 ms | p99 ms | errors |")
     print("|---|---|---:|---:|---:|---:|---:|")
