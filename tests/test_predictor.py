@@ -180,3 +180,11 @@ def test_fixture_exports_exist() -> None:
 def test_xla_gives_the_same_answers() -> None:
     with Predictor.load(DNN.export, xla=True) as predictor:
         assert_matches(predictor.predict(DNN.read_csv(predictor)), DNN.expected, "xla")
+
+
+def test_serialized_input_for(dnn: Predictor) -> None:
+    assert dnn.serialized_input_for("predict") == "examples"
+    assert dnn.serialized_input_for("serving_default") == "inputs"
+    raw = load_fixture("custom_multihead_raw")
+    with Predictor.load(raw.export) as predictor:
+        assert predictor.serialized_input_for() is None

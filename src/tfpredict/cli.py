@@ -62,7 +62,9 @@ def _import_tensorflow_quietly() -> None:
     a command-line user should see only our one-line messages, so hide fd 2 while it loads."""
     import os
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # 3: graph-optimizer chatter at model load (e.g. type inference on Estimator summary ops) is logged as
+    # errors although nothing failed; tfpredict reports real failures itself.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:

@@ -171,12 +171,7 @@ def _serialized_input(predictor: Predictor, signature: str, path: str) -> str | 
     """The signature input that takes serialized tf.Examples, when the export parses Examples itself."""
     if path == "tensors":
         return None
-    name = getattr(predictor, "serialized_input_for", None)
-    if callable(name):
-        return name(signature)  # type: ignore[no-any-return]
-    inputs = predictor.signatures[signature].inputs
-    strings = [k for k, t in inputs.items() if t.dtype == "string"]
-    return strings[0] if len(inputs) == 1 and strings else None
+    return predictor.serialized_input_for(signature)
 
 
 _ROW_PREFIX = re.compile(r"^Row \d+:\s*")

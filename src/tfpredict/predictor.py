@@ -174,6 +174,11 @@ class Predictor:
     def path_for(self, signature: str) -> str:
         return self._plan(signature).path
 
+    def serialized_input_for(self, signature: str | None = None) -> str | None:
+        """The signature input that takes serialized tf.Examples (for `run`), or None for a raw signature."""
+        parse = self._plan(signature or self.signature).parse
+        return parse.serialized_input if parse is not None else None
+
     # ---------------------------------------------------------------- predicting
     def predict(
         self, data: Any, *, signature: str | None = None, outputs: list[str] | None = None

@@ -76,13 +76,8 @@ class Servable:
         return self.predictor.run(data, signature=signature, outputs=out)
 
     def _serialized_input(self, signature: str) -> str | None:
-        """The signature's one input when it is a string tensor of serialized tf.Examples."""
-        inputs = self.predictor.signatures[signature].inputs
-        if len(inputs) == 1:
-            ((key, info),) = inputs.items()
-            if info.dtype == "string":
-                return key
-        return None
+        """The signature's input of serialized tf.Examples, when it parses them (else None)."""
+        return self.predictor.serialized_input_for(signature)
 
     def __enter__(self) -> Servable:
         with self._idle:
