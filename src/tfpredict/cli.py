@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     inspect = sub.add_parser("inspect", help="show an export's signatures, feature schema, outputs and path")
-    inspect.add_argument("export", help="SavedModel version directory, or a base directory of numeric versions")
+    inspect.add_argument("export", help="SavedModel version dir, or a base dir of numeric versions")
     inspect.add_argument("--signature", help="signature to describe (default: predict, else serving_default)")
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
     inspect.set_defaults(run=run_inspect)
