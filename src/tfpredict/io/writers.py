@@ -24,6 +24,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from ..errors import OutputError
+from ..features import ARROW_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -75,22 +76,7 @@ def check_output_path(path: str | os.PathLike[str]) -> Path:
 # ---------------------------------------------------------------------------------------------- to Arrow
 
 
-_ARROW_OF_DTYPE = {
-    "float16": pa.float32(),
-    "bfloat16": pa.float32(),
-    "float32": pa.float32(),
-    "float64": pa.float64(),
-    "int8": pa.int8(),
-    "int16": pa.int16(),
-    "int32": pa.int32(),
-    "int64": pa.int64(),
-    "uint8": pa.uint8(),
-    "uint16": pa.uint16(),
-    "uint32": pa.uint32(),
-    "uint64": pa.uint64(),
-    "bool": pa.bool_(),
-    "string": pa.string(),
-}
+_ARROW_OF_DTYPE = ARROW_TYPES  # output columns take the same Arrow types as input features
 
 
 def _static_dims(shape: Any) -> list[int | None] | None:

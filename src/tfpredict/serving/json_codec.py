@@ -16,24 +16,9 @@ import numpy as np
 import orjson
 from tensorflow.core.example import example_pb2, feature_pb2
 
+from ..features import NUMPY_DTYPES
 from .status import invalid
 
-NUMPY_DTYPES = {
-    "float16": np.float16,
-    "bfloat16": np.float32,
-    "float32": np.float32,
-    "float64": np.float64,
-    "int8": np.int8,
-    "int16": np.int16,
-    "int32": np.int32,
-    "int64": np.int64,
-    "uint8": np.uint8,
-    "uint16": np.uint16,
-    "uint32": np.uint32,
-    "uint64": np.uint64,
-    "bool": np.bool_,
-    "string": object,
-}
 _JSON_KINDS = {"f": "fiu", "i": "iu", "u": "iu", "b": "b"}
 _ORJSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
 
