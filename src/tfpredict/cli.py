@@ -81,9 +81,9 @@ def _import_tensorflow_quietly() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # Every command runs TensorFlow; import it (quietly) before any module of ours can. Help and
-    # --version need none of it.
-    if not {"--debug", "-h", "--help", "--version"} & set(argv):
+    # Every command runs TensorFlow, and the subcommands' modules import it while the parser is built
+    # (help included): import it first, quietly, so its start-up banner never reaches the terminal.
+    if "--debug" not in argv:
         _import_tensorflow_quietly()
     parser = build_parser()
     args = parser.parse_args(argv)
