@@ -177,9 +177,20 @@ def test_fixture_exports_exist() -> None:
     assert (EXPORTS / "dnn_binary" / "expected.json").is_file()
 
 
-def test_xla_gives_the_same_answers() -> None:
+def test_xla_gives_the_same_answers_and_compiles(dnn: Predictor) -> None:
     with Predictor.load(DNN.export, xla=True) as predictor:
         assert_matches(predictor.predict(DNN.read_csv(predictor)), DNN.expected, "xla")
+        assert predictor.xla_clusters(DNN.read_csv(predictor).head(4)) > 0
+    assert dnn.xla_clusters(DNN.read_csv(dnn).head(4)) == 0  # loaded without xla
+
+
+def test_predict_files_reports_xla(tmp_path) -> None:
+    from tfpredict import predict_files
+
+    result = predict_files(DNN.export, [DNN.csv], tmp_path / "out.parquet", xla=True)
+    assert result.rows == len(DNN.expected["logits"])
+    assert result.xla_clusters and result.xla_clusters > 0
+    assert predict_files(DNN.export, [DNN.csv], tmp_path / "plain.parquet").xla_clusters is None
 
 
 def test_serialized_input_for(dnn: Predictor) -> None:

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from . import errors
 from .errors import InputError, ModelLoadError, OutputError, PredictionError, TfpredictError, UsageError
 
 __version__ = "0.1.0"
+
+# Session auto-clustering (xla=True) skips the CPU unless this flag is set, and TensorFlow reads it once, when
+# it first sets up its devices: set it before anything imports TensorFlow through us. Sessions without a jit
+# level are unaffected.
+if "--tf_xla_cpu_global_jit" not in os.environ.get("TF_XLA_FLAGS", ""):
+    os.environ["TF_XLA_FLAGS"] = (os.environ.get("TF_XLA_FLAGS", "") + " --tf_xla_cpu_global_jit").strip()
 
 __all__ = [
     "Predictor",

@@ -61,6 +61,7 @@ class PredictResult:
     bad_rows_path: Path | None = None
     files: list[Path] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)  # busy time of each stage (not waiting)
+    xla_clusters: int | None = None  # with xla=True: XLA clusters the model ran (0: nothing compiled)
 
     @property
     def rows_per_second(self) -> float:
@@ -308,8 +309,10 @@ def predict_files(
         model_q: queue.Queue[Any] = queue.Queue(QUEUE_DEPTH)
         done_q: queue.Queue[Any] = queue.Queue(QUEUE_DEPTH + model_workers)
         lenient = bad_path is not None
+        probe: pa.RecordBatch | None = None
 
         def read() -> None:
+            nonlocal probe
             seq = 0
             chunks: Iterator[Chunk] = read_inputs(
                 files,
@@ -322,6 +325,8 @@ def predict_files(
             t = time.perf_counter()
             for chunk in chunks:
                 run.timed("read", t)
+                if xla and probe is None and chunk.serialized is None and chunk.batch.num_rows:
+                    probe = chunk.batch.slice(0, 16)  # a few rows to ask the session what XLA compiled
                 run.put(read_q, _Item(seq, chunk))
                 seq += 1
                 t = time.perf_counter()
@@ -411,6 +416,7 @@ def predict_files(
                 bad_writer.close()
         seconds = time.perf_counter() - started
         log.debug("stage busy seconds: %s", {k: round(v, 3) for k, v in run.busy.items()})
+        clusters = predictor.xla_clusters(probe, signature=model.signature) if probe is not None else None
         return PredictResult(
             rows=rows,
             seconds=seconds,
@@ -419,6 +425,7 @@ def predict_files(
             bad_rows_path=bad_path,
             files=[f.path for f in files],
             stage_seconds=dict(run.busy),
+            xla_clusters=clusters,
         )
     finally:
         # A Predictor we loaded is ours to close, once no stage thread can still be running it.

@@ -165,6 +165,11 @@ def run_predict(args: argparse.Namespace) -> int:
         progress.close()
     if not args.quiet:
         print(f"tfpredict: {result.summary()}", file=sys.stderr)
+        if result.xla_clusters == 0:
+            print(
+                "tfpredict: --xla: no part of this export could be compiled with XLA; it ran as usual",
+                file=sys.stderr,
+            )
     return 0
 
 

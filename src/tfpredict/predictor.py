@@ -238,6 +238,24 @@ class Predictor:
             raise _prediction_error(self.export_dir, sig.name, exc) from exc
         return dict(zip(keys, results, strict=True))
 
+    def xla_clusters(self, data: Any, *, signature: str | None = None) -> int:
+        """How many XLA clusters one call on `data` runs: 0 when XLA is off or nothing in the export could
+        be compiled (string ops, lookups and the like stay uncompiled), so a caller can say so."""
+        plan = self._plan(signature or self.signature)
+        if self._functions is not None:
+            return 0
+        from tensorflow.core.protobuf import config_pb2
+
+        feeds = self._convert(plan, F.as_table(data, needed=list(plan.features)))
+        options = config_pb2.CallableOptions()
+        options.feed.extend(plan.feed_tensors())
+        options.fetch.extend(t.tensor_name for t in plan.signature.outputs.values())
+        options.run_options.output_partition_graphs = True
+        step = self._session._make_callable_from_options(options)
+        metadata = config_pb2.RunMetadata()
+        step(*feeds.values, run_metadata=metadata)
+        return sum(n.op == "_XlaCompile" for g in metadata.partition_graphs for n in g.node)
+
     def close(self) -> None:
         self._session.close()
 

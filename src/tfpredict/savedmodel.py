@@ -127,11 +127,6 @@ def session_config(
     if inter_op_threads:
         config.inter_op_parallelism_threads = inter_op_threads
     if xla:
-        # Session auto-clustering skips the CPU unless this flag is set; TF reads it at the first
-        # compilation, so setting it here (after import, before any session runs) is enough.
-        flags = os.environ.get("TF_XLA_FLAGS", "")
-        if "--tf_xla_cpu_global_jit" not in flags:
-            os.environ["TF_XLA_FLAGS"] = (flags + " --tf_xla_cpu_global_jit").strip()
         config.graph_options.optimizer_options.global_jit_level = tf.compat.v1.OptimizerOptions.ON_1
     return config
 
