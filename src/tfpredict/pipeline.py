@@ -388,7 +388,7 @@ def predict_files(
                         if not item.chunk.num_rows:
                             continue
                         if schema is None:
-                            schema = _output_schema(selected, declared, item.outputs, item.chunk.batch, keep)
+                            schema = output_schema(selected, declared, item.outputs, item.chunk.batch, keep)
                             writer = open_writer(tmp, schema, *_format_of(out_path))
                         assert writer is not None and item.outputs is not None
                         t = time.perf_counter()
@@ -400,7 +400,7 @@ def predict_files(
                 if run.error is not None:
                     raise run.error
                 if writer is None:  # empty input: an empty output with the right schema
-                    schema = _output_schema(selected, declared, None, None, keep)
+                    schema = output_schema(selected, declared, None, None, keep)
                     writer = open_writer(tmp, schema, *_format_of(out_path))
                 t = time.perf_counter()
                 writer.close()
@@ -451,7 +451,7 @@ def _format_of(path: Path) -> tuple[str, str | None]:
     return output_format(path)
 
 
-def _output_schema(
+def output_schema(
     selected: list[str],
     declared: dict[str, pa.DataType],
     outputs: dict[str, np.ndarray] | None,

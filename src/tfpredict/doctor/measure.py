@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from ..errors import InputError, TfpredictError
 from ..io.readers import Chunk, InputFile, expand_inputs, read_inputs
-from ..io.writers import column_from_numpy, open_writer, output_format, output_type, outputs_to_batch
+from ..io.writers import open_writer, output_format, output_type, outputs_to_batch
 
 if TYPE_CHECKING:
     from ..predictor import Feeds, Predictor
@@ -348,16 +348,13 @@ def batches_of(table: pa.Table, size: int, limit: int = MAX_PREPARED_BATCHES) ->
 
 
 def output_schema(predictor: Predictor, outputs: dict[str, np.ndarray]) -> pa.Schema:
-    """The output columns as `tfpredict predict` writes them: declared types, unknown ranks from the data."""
-    declared = predictor.signatures[predictor.signature].outputs
-    fields = []
-    for name, values in outputs.items():
-        info = declared[name]
-        t = output_type(info.dtype, info.shape)
-        if info.shape is None:
-            t = column_from_numpy(values).type
-        fields.append(pa.field(name, t))
-    return pa.schema(fields)
+    """The output columns exactly as `tfpredict predict` writes them (the job's own schema function)."""
+    from ..pipeline import output_schema as job_schema
+
+    declared = {
+        k: output_type(t.dtype, t.shape) for k, t in predictor.signatures[predictor.signature].outputs.items()
+    }
+    return job_schema(list(outputs), declared, outputs, None, ())
 
 
 def write_rate(

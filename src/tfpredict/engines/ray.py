@@ -35,7 +35,7 @@ from ..errors import InputError, OutputError, TfpredictError, UsageError
 from ..features import FeatureSpec
 from ..io.readers import InputFile, column_type, expand_inputs, read_inputs, value_type
 from ..io.writers import json_text, output_format, output_type, outputs_to_batch
-from ..pipeline import _output_schema  # the local engine's output columns, so both engines agree
+from ..pipeline import output_schema  # the local engine's output columns, so both engines agree
 
 if TYPE_CHECKING:
     from ..predictor import Predictor
@@ -230,7 +230,7 @@ class PredictBatches:
             raise self._locate(features, paths, exc) from None
         outputs = self.predictor.predict_feeds(feeds, outputs=self.selected)
         kept = _cast_keep(batch.select(self.keep), self.keep_types)
-        schema = _output_schema(self.selected, self.declared, outputs, kept, self.keep)
+        schema = output_schema(self.selected, self.declared, outputs, kept, self.keep)
         result = outputs_to_batch(outputs, schema, kept)
         if self.settings.text_lists:
             result = lists_as_json_text(result)
