@@ -49,7 +49,17 @@ def add_serve_arguments(p: argparse.ArgumentParser, debug: bool = True) -> None:
     )
     add("--tensorflow_intra_op_parallelism", type=int, default=0)
     add("--tensorflow_inter_op_parallelism", type=int, default=0)
-    add("--grpc_channel_arguments", default="", help="comma-separated key=value gRPC server arguments")
+    add(
+        "--grpc_frontend",
+        choices=("http2", "grpcio"),
+        default="http2",
+        help="gRPC server: tfpredict's own HTTP/2 one (fast, the default) or grpcio's",
+    )
+    add(
+        "--grpc_channel_arguments",
+        default="",
+        help="comma-separated key=value grpcio server arguments (with --grpc_frontend=grpcio)",
+    )
     add("--grpc_socket_path", default="", help="also serve gRPC on this UNIX domain socket")
     add(
         "--max_request_bytes",
@@ -108,6 +118,7 @@ def run_serve(args: argparse.Namespace) -> int:
         max_request_bytes=args.max_request_bytes,
         drain_seconds=args.drain_seconds,
         grpc_channel_arguments=_channel_args(args.grpc_channel_arguments),
+        grpc_frontend=args.grpc_frontend,
     )
     return serve(options)
 

@@ -52,6 +52,7 @@ class ServeOptions:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     drain_seconds: float = 5.0
     grpc_channel_arguments: list[tuple[str, Any]] = field(default_factory=list)
+    grpc_frontend: str = "http2"  # "http2": grpc_http2.py; "grpcio": grpcio's own server
 
     def model_configs(self) -> list[ModelConfig]:
         if self.model_config_file:
@@ -112,7 +113,7 @@ async def _run(
     monitoring: MonitoringConfig,
     ready: threading.Event | None,
 ) -> int:
-    from .grpc_server import create_server
+    from .grpc_api import GrpcApi
     from .rest import HttpServer, RestApi
 
     loop = asyncio.get_running_loop()
@@ -123,25 +124,32 @@ async def _run(
         except (NotImplementedError, RuntimeError):  # not the main thread (tests) or not POSIX
             pass
 
-    grpc_server = None
+    grpc_server: Any = None
     if options.port or options.grpc_socket_path:
-        grpc_server = create_server(
-            service,
-            metrics,
-            service.manager.reload_config,
-            options.max_request_bytes,
-            options.grpc_channel_arguments,
-        )
+        methods = GrpcApi(service, metrics, service.manager.reload_config).methods()
+        if options.grpc_frontend == "grpcio":
+            from .grpc_grpcio import GrpcioServer
+
+            grpc_server = GrpcioServer(methods, options.max_request_bytes, options.grpc_channel_arguments)
+        else:
+            from .grpc_http2 import GrpcServer
+
+            if options.grpc_channel_arguments:
+                log.info("--grpc_channel_arguments apply to --grpc_frontend=grpcio only: ignored")
+            grpc_server = GrpcServer(methods, options.max_request_bytes)
         if options.port:
-            bound = grpc_server.add_insecure_port(f"{_grpc_host(options.host)}:{options.port}")
-            if not bound:
-                raise UsageError(f"Could not bind the gRPC port {options.host}:{options.port} (in use?)")
+            try:
+                await grpc_server.listen(options.host, options.port)
+            except OSError as exc:
+                raise UsageError(
+                    f"Could not bind the gRPC port {options.host}:{options.port}: {exc.strerror or exc}"
+                ) from exc
         if options.grpc_socket_path:
             try:
                 os.unlink(options.grpc_socket_path)  # a socket left by an earlier server
             except FileNotFoundError:
                 pass
-            grpc_server.add_insecure_port(f"unix:{options.grpc_socket_path}")
+            await grpc_server.listen_unix(options.grpc_socket_path)
         await grpc_server.start()
     http = None
     if options.rest_api_port:
@@ -174,10 +182,6 @@ async def _run(
         waits.append(grpc_server.stop(options.drain_seconds))
     await asyncio.gather(*waits)
     return 0
-
-
-def _grpc_host(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 class _ConfigWatcher:

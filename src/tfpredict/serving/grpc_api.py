@@ -1,10 +1,17 @@
-"""TF Serving's gRPC services (PredictionService, ModelService) on grpc.aio, with the API package's types."""
+"""TF Serving's gRPC methods (PredictionService, ModelService): async functions of the API's messages.
+
+Transport-free: a method takes a request message and returns the response message or raises ServingError.
+Both gRPC front ends serve this table: tfpredict's own HTTP/2 one (grpc_http2.py, the default) and grpcio's
+server (grpc_grpcio.py).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -15,9 +22,7 @@ from tensorflow_serving.apis import (
     get_model_status_pb2,
     inference_pb2,
     model_management_pb2,
-    model_service_pb2_grpc,
     predict_pb2,
-    prediction_service_pb2_grpc,
     regression_pb2,
 )
 
@@ -54,25 +59,66 @@ def _fill_spec(out: Any, name: str, version: int, signature: str) -> None:
     out.signature_name = signature
 
 
-class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, service: InferenceService, metrics: Metrics) -> None:
+PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
+MODEL_SERVICE = "tensorflow.serving.ModelService"
+
+
+@dataclass(frozen=True)
+class Method:
+    """One unary gRPC method: how to parse its request, and the coroutine that answers it."""
+
+    request_type: Any
+    handler: Callable[[Any], Awaitable[Any]]
+
+
+class GrpcApi:
+    """The methods of TF Serving's PredictionService and ModelService, keyed by gRPC path."""
+
+    def __init__(
+        self, service: InferenceService, metrics: Metrics, reload: Callable[[list[Any]], None]
+    ) -> None:
         self.service = service
         self.metrics = metrics
+        self.reload = reload
 
-    async def _answer(self, api: str, request: Any, context: Any, fn: Callable[[], Awaitable[Any]]) -> Any:
-        start = time.perf_counter()
-        model = getattr(getattr(request, "model_spec", None), "name", "")
-        try:
-            response = await fn()
-        except Exception as exc:
-            err = as_serving_error(exc)
-            self.metrics.record_request(model, api, "GRPC", err.code, 0)
-            await context.abort(err.grpc_code, err.message)
-        self.metrics.record_request(model, api, "GRPC", "OK", (time.perf_counter() - start) * 1e6)
-        return response
+    def methods(self) -> dict[str, Method]:
+        """{"/tensorflow.serving.PredictionService/Predict": Method, ...}"""
+        measured = {
+            "Predict": (predict_pb2.PredictRequest, "predict", self._predict),
+            "Classify": (classification_pb2.ClassificationRequest, "classify", self._classify),
+            "Regress": (regression_pb2.RegressionRequest, "regress", self._regress),
+            "MultiInference": (inference_pb2.MultiInferenceRequest, "multi_inference", self._multi),
+            "GetModelMetadata": (get_model_metadata_pb2.GetModelMetadataRequest, "metadata", self._metadata),
+        }
+        table = {
+            f"/{PREDICTION_SERVICE}/{name}": Method(request_type, self._measured(api, fn))
+            for name, (request_type, api, fn) in measured.items()
+        }
+        table[f"/{MODEL_SERVICE}/GetModelStatus"] = Method(
+            get_model_status_pb2.GetModelStatusRequest, self._status
+        )
+        table[f"/{MODEL_SERVICE}/HandleReloadConfigRequest"] = Method(
+            model_management_pb2.ReloadConfigRequest, self._reload
+        )
+        return table
 
-    async def Predict(self, request: predict_pb2.PredictRequest, context: Any) -> predict_pb2.PredictResponse:
-        return await self._answer("predict", request, context, lambda: self._predict(request))
+    def _measured(self, api: str, fn: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[Any]]:
+        """`fn` with its requests counted and timed (Prometheus), its errors mapped to ServingError."""
+        metrics = self.metrics
+
+        async def handler(request: Any) -> Any:
+            start = time.perf_counter()
+            model = getattr(getattr(request, "model_spec", None), "name", "")
+            try:
+                response = await fn(request)
+            except Exception as exc:
+                err = as_serving_error(exc)
+                metrics.record_request(model, api, "GRPC", err.code, 0)
+                raise err from exc
+            metrics.record_request(model, api, "GRPC", "OK", (time.perf_counter() - start) * 1e6)
+            return response
+
+        return handler
 
     async def _predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
         spec = _spec(request.model_spec)
@@ -87,9 +133,6 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         for k, v in outputs.items():
             proto_codec.from_ndarray(v, response.outputs[k])
         return response
-
-    async def Classify(self, request: Any, context: Any) -> classification_pb2.ClassificationResponse:
-        return await self._answer("classify", request, context, lambda: self._classify(request))
 
     async def _classify(
         self, request: Any, examples: Any = None
@@ -116,9 +159,6 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                     cl.score = float(scores[i, j])
         return response
 
-    async def Regress(self, request: Any, context: Any) -> regression_pb2.RegressionResponse:
-        return await self._answer("regress", request, context, lambda: self._regress(request))
-
     async def _regress(self, request: Any, examples: Any = None) -> regression_pb2.RegressionResponse:
         spec = _spec(request.model_spec)
         if examples is None:
@@ -133,9 +173,6 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         for v in values.tolist():
             response.result.regressions.add().value = v
         return response
-
-    async def MultiInference(self, request: Any, context: Any) -> inference_pb2.MultiInferenceResponse:
-        return await self._answer("multi_inference", request, context, lambda: self._multi(request))
 
     async def _multi(self, request: Any) -> inference_pb2.MultiInferenceResponse:
         if not request.tasks:
@@ -161,11 +198,6 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             result.model_spec.CopyFrom(r.model_spec)
         return response
 
-    async def GetModelMetadata(
-        self, request: Any, context: Any
-    ) -> get_model_metadata_pb2.GetModelMetadataResponse:
-        return await self._answer("metadata", request, context, lambda: self._metadata(request))
-
     async def _metadata(self, request: Any) -> get_model_metadata_pb2.GetModelMetadataResponse:
         if not request.metadata_field:
             raise invalid("GetModelMetadataRequest must specify at least one metadata_field")
@@ -182,19 +214,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         response.metadata["signature_def"].CopyFrom(packed)
         return response
 
-
-class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, service: InferenceService, reload: Callable[[list[Any]], None]) -> None:
-        self.service = service
-        self.reload = reload
-
-    async def GetModelStatus(self, request: Any, context: Any) -> get_model_status_pb2.GetModelStatusResponse:
-        try:
-            spec = _spec(request.model_spec)
-            statuses = self.service.manager.status(spec.name, spec.version, spec.label)
-        except Exception as exc:
-            err = as_serving_error(exc)
-            await context.abort(err.grpc_code, err.message)
+    async def _status(self, request: Any) -> get_model_status_pb2.GetModelStatusResponse:
+        spec = _spec(request.model_spec)
+        statuses = self.service.manager.status(spec.name, spec.version, spec.label)
         response = get_model_status_pb2.GetModelStatusResponse()
         for s in statuses:
             v = response.model_version_status.add()
@@ -204,38 +226,15 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
             v.status.error_message = s.error_message
         return response
 
-    async def HandleReloadConfigRequest(
-        self, request: Any, context: Any
-    ) -> model_management_pb2.ReloadConfigResponse:
+    async def _reload(self, request: Any) -> model_management_pb2.ReloadConfigResponse:
+        """Errors go in the response's status, as TF Serving answers them."""
         response = model_management_pb2.ReloadConfigResponse()
         try:
             configs = model_configs_from_proto(request.config)
-            import asyncio
-
-            await asyncio.get_running_loop().run_in_executor(self.service.executor, self.reload, configs)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self.service.executor, self.reload, configs)
         except Exception as exc:
             err = as_serving_error(exc)
             response.status.error_code = err.code_number
             response.status.error_message = err.message
         return response
-
-
-def create_server(
-    service: InferenceService,
-    metrics: Metrics,
-    reload: Callable[[list[Any]], None],
-    max_message_bytes: int,
-    channel_args: list[tuple[str, Any]] | None = None,
-) -> grpc.aio.Server:
-    options = [
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.max_send_message_length", -1),
-        ("grpc.so_reuseport", 0),
-        *(channel_args or []),
-    ]
-    server = grpc.aio.server(options=options)
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(service, metrics), server
-    )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(service, reload), server)
-    return server
