@@ -3,13 +3,18 @@ batching buy under concurrency?
 
 One run, one machine (client included), the bench_dnn DNNClassifier export, one row per request:
   - REST  POST /v1/models/bench:classify  {"signature_name": "classification", "examples": [{...}]}
-  - gRPC  PredictionService.Classify with one tf.Example (the tensorflow-serving-api stubs, grpc.aio)
+          (closed-loop HTTP/1.1 keep-alive clients on asyncio, in this process)
+  - gRPC  PredictionService.Classify with one tf.Example, from h2load (nghttp2's HTTP/2 load generator,
+          `apt install nghttp2-client`: wrk's counterpart for gRPC) on one connection with `concurrency`
+          streams; `--grpc_client grpcio` uses the tensorflow-serving-api stubs on grpc.aio instead, whose
+          own ~150 us of CPU per call shares the 2 cores with the server
 at concurrency 1, 16 and 64, against a server with batching off, then one with batching on.
 Each cell: warm-up, then `--seconds` of closed-loop requests; p50 / p99 latency, requests/s, errors
-(and, on stderr, how many rows each model call of the batching-on server merged).
+(failed calls seen by the client plus non-OK answers counted by the server's own metrics) and, on stderr,
+how many rows each model call of the batching-on server merged.
 
-    python benchmarks/serve.py [--seconds 5] [--concurrency 1,16,64]
-                               [--batch_timeout_micros 0] [--num_batch_threads 2]
+    python benchmarks/serve.py [--seconds 5] [--concurrency 1,16,64] [--grpc_client h2load|grpcio]
+                               [--max_batch_size 32] [--batch_timeout_micros 0] [--num_batch_threads 1]
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -36,7 +43,7 @@ import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 from tensorflow_serving.apis import classification_pb2, prediction_service_pb2_grpc  # noqa: E402
 
-BATCHING = """max_batch_size {{ value: 64 }}
+BATCHING = """max_batch_size {{ value: {size} }}
 batch_timeout_micros {{ value: {timeout} }}
 max_enqueued_batches {{ value: 100 }}
 num_batch_threads {{ value: {threads} }}
@@ -80,14 +87,11 @@ class ServerProcess:
             "--tensorflow_intra_op_parallelism=1",
             "--tensorflow_inter_op_parallelism=1",
         ]
+        (tmp / "monitoring.txt").write_text(MONITORING)  # request and batch counts, for both servers
+        args.append(f"--monitoring_config_file={tmp / 'monitoring.txt'}")
         if batching:
             (tmp / "batching.txt").write_text(batching)
-            (tmp / "monitoring.txt").write_text(MONITORING)
-            args += [
-                "--enable_batching",
-                f"--batching_parameters_file={tmp / 'batching.txt'}",
-                f"--monitoring_config_file={tmp / 'monitoring.txt'}",
-            ]
+            args += ["--enable_batching", f"--batching_parameters_file={tmp / 'batching.txt'}"]
         env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         self.log = tmp / f"server-{'on' if batching else 'off'}.log"
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(self.log, "w"), env=env)
@@ -97,16 +101,19 @@ class ServerProcess:
                 raise RuntimeError(f"server did not start:\n{self.log.read_text()[-3000:]}")
             time.sleep(0.2)
 
-    def batches(self) -> tuple[float, float]:
-        """(rows, batches) the server has run so far, from its Prometheus batch-size histogram."""
+    def counts(self) -> tuple[float, float, float]:
+        """(rows batched, model calls of the batcher, non-OK requests) so far, from its Prometheus metrics."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.rest_port}/metrics", timeout=10) as r:
             text = r.read().decode()
         total = {"sum": 0.0, "count": 0.0}
+        errors = 0.0
         for line in text.splitlines():
             for part in total:
                 if line.startswith(f":tensorflow:serving:batching_session:processed_batch_size_{part}"):
                     total[part] += float(line.split()[-1])
-        return total["sum"], total["count"]
+            if line.startswith(":tensorflow:serving:request_count{") and 'status="OK"' not in line:
+                errors += float(line.split()[-1])
+        return total["sum"], total["count"], errors
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -148,8 +155,7 @@ async def grpc_worker(
         lat.append(time.perf_counter() - t0)
 
 
-async def measure(protocol: str, port: int, concurrency: int, seconds: float, row: dict[str, object]) -> dict:
-    body = orjson.dumps({"signature_name": "classification", "examples": [row]})
+def classify_request(row: dict[str, object]) -> classification_pb2.ClassificationRequest:
     request = classification_pb2.ClassificationRequest()
     request.model_spec.name = "bench"
     request.model_spec.signature_name = "classification"
@@ -159,6 +165,52 @@ async def measure(protocol: str, port: int, concurrency: int, seconds: float, ro
             ex.features.feature[k].bytes_list.value.append(v.encode())
         else:
             ex.features.feature[k].float_list.value.append(float(v))
+    return request
+
+
+def measure_h2load(port: int, concurrency: int, seconds: float, row: dict[str, object], tmp: Path) -> dict:
+    """gRPC Classify calls from h2load: one connection, `concurrency` streams, a fixed gRPC-framed body."""
+    message = classify_request(row).SerializeToString()
+    body = tmp / "classify.grpc"
+    body.write_bytes(b"\x00" + struct.pack(">I", len(message)) + message)
+    log = tmp / "h2load.log"
+    log.unlink(missing_ok=True)  # h2load appends to it; it logs the measured requests only, not the warm-up
+    warmup = min(1.0, seconds / 3)
+    cmd = [
+        "h2load",
+        "-c1",
+        f"-m{concurrency}",
+        f"-D{seconds:g}",
+        f"--warm-up-time={warmup:g}",
+        f"--log-file={log}",
+        f"-d{body}",
+        "-Hcontent-type: application/grpc",
+        "-Hte: trailers",
+        f"http://127.0.0.1:{port}/tensorflow.serving.PredictionService/Classify",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    if out.returncode != 0:
+        raise RuntimeError(f"h2load failed:\n{out.stdout}\n{out.stderr}")
+    rows = [line.split("\t") for line in log.read_text().splitlines() if line]
+    ok = [int(r[2]) / 1e3 for r in rows if r[1] == "200"]
+    failed = len(rows) - len(ok)
+    for line in out.stdout.splitlines():  # requests h2load could not complete at all
+        if line.startswith("requests:"):
+            failed += int(line.split(" errored")[0].rsplit(" ", 1)[-1])
+    arr = np.asarray(ok)
+    return {
+        "rps": len(ok) / seconds,
+        "p50": float(np.percentile(arr, 50)) if len(arr) else float("nan"),
+        "p99": float(np.percentile(arr, 99)) if len(arr) else float("nan"),
+        "n": len(ok),
+        "errors": failed,
+        "first_error": f"{failed} requests failed in h2load" if failed else "",
+    }
+
+
+async def measure(protocol: str, port: int, concurrency: int, seconds: float, row: dict[str, object]) -> dict:
+    body = orjson.dumps({"signature_name": "classification", "examples": [row]})
+    request = classify_request(row)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}") if protocol == "gRPC" else None
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel) if channel else None
 
@@ -193,10 +245,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--concurrency", default="1,16,64")
+    ap.add_argument("--grpc_client", choices=("h2load", "grpcio"), default="h2load")
+    ap.add_argument("--max_batch_size", type=int, default=32, help="of the batching-on server")
     ap.add_argument("--batch_timeout_micros", type=int, default=0, help="of the batching-on server")
-    ap.add_argument("--num_batch_threads", type=int, default=2, help="of the batching-on server")
+    ap.add_argument("--num_batch_threads", type=int, default=1, help="of the batching-on server")
     args = ap.parse_args()
-    batching_text = BATCHING.format(timeout=args.batch_timeout_micros, threads=args.num_batch_threads)
+    if args.grpc_client == "h2load" and shutil.which("h2load") is None:
+        print("h2load not found (apt install nghttp2-client): gRPC load from grpc.aio", file=sys.stderr)
+        args.grpc_client = "grpcio"
+    batching_text = BATCHING.format(
+        size=args.max_batch_size, timeout=args.batch_timeout_micros, threads=args.num_batch_threads
+    )
     levels = [int(c) for c in args.concurrency.split(",")]
     row = first_row()
     results = []
@@ -207,12 +266,18 @@ def main() -> int:
                 for protocol in ("REST", "gRPC"):
                     port = server.rest_port if protocol == "REST" else server.grpc_port
                     for c in levels:
-                        before = server.batches() if batching else (0.0, 0.0)
-                        r = asyncio.run(measure(protocol, port, c, args.seconds, row))
+                        before = server.counts()
+                        if protocol == "gRPC" and args.grpc_client == "h2load":
+                            r = measure_h2load(port, c, args.seconds, row, Path(tmp))
+                        else:
+                            r = asyncio.run(measure(protocol, port, c, args.seconds, row))
+                        after = server.counts()
+                        if after[2] > before[2]:  # answers the client counted as done, but not OK
+                            r["errors"] += int(after[2] - before[2])
+                            r["first_error"] = r["first_error"] or "non-OK answers in the server's metrics"
                         r.update(protocol=protocol, batching="on" if batching else "off", concurrency=c)
                         results.append(r)
                         # rows per model call (warm-up included): how much the batcher actually merged
-                        after = server.batches() if batching else (0.0, 0.0)
                         calls = after[1] - before[1]
                         mean = f"  rows/model call {(after[0] - before[0]) / calls:5.1f}" if calls else ""
                         print(
@@ -224,7 +289,8 @@ def main() -> int:
                 server.stop()
     print(
         f"\n`tfpredict serve`, bench_dnn export, 1 row per request, {args.seconds:g}s per cell, "
-        f"{os.cpu_count()} cores (client included); batching on: max_batch_size 64, "
+        f"{os.cpu_count()} cores (client included), gRPC client {args.grpc_client}; batching on: "
+        f"max_batch_size {args.max_batch_size}, "
         f"batch_timeout_micros {args.batch_timeout_micros}, num_batch_threads {args.num_batch_threads}\n"
     )
     print("| protocol | batching | concurrency | req/s | p50 ms | p99 ms | errors |")

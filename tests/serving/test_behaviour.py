@@ -229,13 +229,47 @@ def test_handle_reload_config_request(server: Server, testdata: dict[str, str]) 
     assert predict(server, "versions", {"instances": [2.0]}).status_code == 404  # no longer configured
 
 
+def grpc_predict(target: str, model: str, x: float) -> list[float]:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.inputs["x"].dtype = types_pb2.DT_FLOAT
+    request.inputs["x"].float_val.append(x)
+    request.inputs["x"].tensor_shape.dim.add().size = 1
+    with grpc.insecure_channel(target) as ch:
+        reply = prediction_service_pb2_grpc.PredictionServiceStub(ch).Predict(request, 20)
+    return list(reply.outputs["y"].float_val)
+
+
 def test_sigterm_drains_in_flight_requests_and_exits_0(server: Server) -> None:
-    with ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(predict, server, "hp", {"instances": [2.0]})  # held by the batch timeout
-        time.sleep(0.1)
+    with ThreadPoolExecutor(2) as pool:
+        # both held by the batch timeout when SIGTERM arrives
+        rest = pool.submit(predict, server, "hp", {"instances": [2.0]})
+        rpc = pool.submit(grpc_predict, server.grpc, "hp", 4.0)
+        time.sleep(0.2)
         start = time.perf_counter()
         code = server.stop(timeout=10)
         took = time.perf_counter() - start
-        assert pending.result().json() == {"predictions": [3.0]}
+        assert rest.result().json() == {"predictions": [3.0]}
+        assert rpc.result() == [4.0]
     assert code == 0, server.log[-3000:]
     assert took < 5
+
+
+def test_grpcio_frontend_serves_the_same_api(testdata: dict[str, str], tmp_path: Path) -> None:
+    """--grpc_frontend=grpcio: grpcio's own server, with its channel arguments, answers the same methods."""
+    sock = tmp_path / "grpcio.sock"
+    server = Server(
+        "--model_name=hp",
+        f"--model_base_path={testdata['saved_model_half_plus_two_cpu']}",
+        "--grpc_frontend=grpcio",
+        "--grpc_channel_arguments=grpc.max_connection_age_ms=60000",
+        f"--grpc_socket_path={sock}",
+    ).wait()
+    try:
+        assert grpc_predict(server.grpc, "hp", 2.0) == [3.0]
+        assert grpc_predict(f"unix:{sock}", "hp", 4.0) == [4.0]
+        with pytest.raises(grpc.RpcError) as info:
+            grpc_predict(server.grpc, "nope", 1.0)
+        assert info.value.code() is grpc.StatusCode.NOT_FOUND
+    finally:
+        assert server.stop() == 0
