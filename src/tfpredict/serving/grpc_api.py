@@ -53,6 +53,10 @@ def _spec(model_spec: Any) -> Spec:
     return Spec(model_spec.name, version, label, model_spec.signature_name)
 
 
+def _label(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
 def _fill_spec(out: Any, name: str, version: int, signature: str) -> None:
     out.name = name
     out.version.value = version
@@ -147,16 +151,26 @@ class GrpcApi:
         classes, scores = Classify.finish(outputs, len(examples))
         response = classification_pb2.ClassificationResponse()
         _fill_spec(response.model_spec, spec.name, servable.version, sig.name)
-        k = (classes if classes is not None else scores).shape[1]  # type: ignore[union-attr]
-        for i in range(len(examples)):
-            c = response.result.classifications.add()
-            for j in range(k):
+        out = response.result.classifications
+        if classes is None:
+            for row in scores.tolist():  # type: ignore[union-attr]
+                c = out.add()
+                for score in row:
+                    c.classes.add().score = score
+            return response
+        labels = [[_label(v) for v in row] for row in classes.tolist()]
+        if scores is None:
+            for row in labels:
+                c = out.add()
+                for label in row:
+                    c.classes.add().label = label
+            return response
+        for label_row, score_row in zip(labels, scores.tolist(), strict=True):
+            c = out.add()
+            for label, score in zip(label_row, score_row, strict=True):
                 cl = c.classes.add()
-                if classes is not None:
-                    label = classes[i, j]
-                    cl.label = label.decode("utf-8", "replace") if isinstance(label, bytes) else str(label)
-                if scores is not None:
-                    cl.score = float(scores[i, j])
+                cl.label = label
+                cl.score = score
         return response
 
     async def _regress(self, request: Any, examples: Any = None) -> regression_pb2.RegressionResponse:

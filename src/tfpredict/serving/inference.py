@@ -13,7 +13,7 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -30,8 +30,7 @@ WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_WARMUP_RECORDS = 1000
 
 
-@dataclass(frozen=True)
-class Spec:
+class Spec(NamedTuple):
     """Which model a request is for (a ModelSpec): name, and a version or a label, and a signature."""
 
     name: str
@@ -128,10 +127,13 @@ class Classify:
     def prepare(
         servable: Servable, sig: Any, rows: list[dict[str, Any]] | None, serialized: np.ndarray | None
     ) -> Call:
+        outputs = servable.memo(("classify", sig.name), lambda: Classify._outputs(sig))
+        return _examples_call(servable, sig, outputs, rows, serialized)
+
+    @staticmethod
+    def _outputs(sig: Any) -> tuple[str, ...]:
         Classify.check(sig)
-        return _examples_call(
-            servable, sig, tuple(k for k in Classify.OUTPUTS if k in sig.outputs), rows, serialized
-        )
+        return tuple(k for k in Classify.OUTPUTS if k in sig.outputs)
 
     @staticmethod
     def finish(outputs: dict[str, np.ndarray], n: int) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -177,7 +179,7 @@ class Regress:
     def prepare(
         servable: Servable, sig: Any, rows: list[dict[str, Any]] | None, serialized: np.ndarray | None
     ) -> Call:
-        Regress.check(sig)
+        servable.memo(("regress", sig.name), lambda: Regress.check(sig))
         return _examples_call(servable, sig, ("outputs",), rows, serialized)
 
     @staticmethod
@@ -213,7 +215,9 @@ def _examples_call(
             f"Signature {sig.name!r} takes {sig.inputs[input_key].dtype} input {input_key!r}, not serialized "
             "tf.Examples; use :predict for it"
         )
-    return tensors_call(sig.name, {input_key: serialized}, outputs)
+    # what tensors_call() would build for one 1-D object array, without inspecting it (a hot path)
+    key = ("tensors", sig.name, outputs, ((input_key, "|O", ()),))
+    return Call(key, {input_key: serialized}, len(serialized))
 
 
 class InferenceService:

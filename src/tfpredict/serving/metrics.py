@@ -80,6 +80,17 @@ class Histogram:
             s[i] += 1
             s[-1] += value
 
+    def observe_many(self, values: list[float], *labels: str) -> None:
+        """observe() for each value, under one lock (a batch's queueing latencies)."""
+        buckets, find = self.buckets, bisect.bisect_left
+        with self._lock:
+            s = self._series.get(labels)
+            if s is None:
+                s = self._series[labels] = [0.0] * (len(buckets) + 2)
+            for value in values:
+                s[find(buckets, value)] += 1
+            s[-1] += sum(values)
+
     def count(self, *labels: str) -> int:
         s = self._series.get(labels)
         return int(sum(s[:-1])) if s else 0

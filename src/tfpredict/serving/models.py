@@ -61,8 +61,8 @@ class Servable:
         self.predictor = predictor
         self.signature_defs = signature_defs  # tensorflow.serving.SignatureDefMap
         self.batcher: Batcher | None = None
-        self._inflight = 0
-        self._idle = threading.Condition()
+        self._inflight = 0  # requests using this version; changed on the event loop's thread only
+        self._memo: dict[Any, Any] = {}
 
     def execute(self, key: CallKey, data: Any) -> dict[str, np.ndarray]:
         kind, signature, outputs = key[0], key[1], key[2]
@@ -79,23 +79,30 @@ class Servable:
         """The signature's input of serialized tf.Examples, when it parses them (else None)."""
         return self.predictor.serialized_input_for(signature)
 
+    def memo(self, key: Any, make: Callable[[], Any]) -> Any:
+        """make() once per key for this version: checks and plans that depend only on the signature.
+        A check that raises is not remembered, so every request for it gets its error."""
+        try:
+            return self._memo[key]
+        except KeyError:
+            value = self._memo[key] = make()
+            return value
+
     def __enter__(self) -> Servable:
-        with self._idle:
-            self._inflight += 1
+        self._inflight += 1  # the request handlers all run on the server's event loop thread
         return self
 
     def __exit__(self, *exc: object) -> None:
-        with self._idle:
-            self._inflight -= 1
-            if self._inflight == 0:
-                self._idle.notify_all()
+        self._inflight -= 1
 
     def close(self, timeout: float = 30.0) -> None:
-        """Wait for the requests still using this version, then free it."""
+        """Wait for the requests still using this version (polled: a request must not pay for a
+        lock on its way in and out), then free it."""
         if self.batcher is not None:
             self.batcher.close()
-        with self._idle:
-            self._idle.wait_for(lambda: self._inflight == 0, timeout)
+        deadline = time.monotonic() + timeout
+        while self._inflight > 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
         self.predictor.close()
 
 
@@ -321,8 +328,7 @@ class ModelManager:
 
         def observe(size: int, waits: list[float]) -> None:
             metrics.batch_size.observe(size, name)
-            for w in waits:
-                metrics.queue_latency.observe(w * 1e6, name)
+            metrics.queue_latency.observe_many([w * 1e6 for w in waits], name)
 
         return observe
 

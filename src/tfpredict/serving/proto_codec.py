@@ -127,7 +127,10 @@ def serialized_examples(inp: Any) -> np.ndarray:
     if which == "example_list":
         examples = inp.example_list.examples
         out = np.empty(len(examples), dtype=object)
-        out[:] = [e.SerializeToString() for e in examples]
+        if len(examples) == 1:  # the common single-row request: skip the list
+            out[0] = examples[0].SerializeToString()
+        else:
+            out[:] = [e.SerializeToString() for e in examples]
     elif which == "example_list_with_context":
         ctx = inp.example_list_with_context.context.SerializeToString()
         examples = inp.example_list_with_context.examples
