@@ -36,13 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _subcommands() -> list[Callable[[Any], None]]:
+def _subcommands() -> list[Callable[[Any], object]]:
     """Subcommands living in their own modules (each adds its parser and sets `run`)."""
     from .doctor.cli import add_doctor_parser
     from .pipeline_cli import add_predict_parser
     from .serving.cli import add_serve_parser
 
-    registered: list[Callable[[Any], None]] = [add_predict_parser, add_doctor_parser, add_serve_parser]
+    registered: list[Callable[[Any], object]] = [add_predict_parser, add_doctor_parser, add_serve_parser]
     return registered
 
 

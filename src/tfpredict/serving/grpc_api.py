@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,7 +72,7 @@ class Method:
     """One unary gRPC method: how to parse its request, and the coroutine that answers it."""
 
     request_type: Any
-    handler: Callable[[Any], Awaitable[Any]]
+    handler: Callable[[Any], Coroutine[Any, Any, Any]]
 
 
 class GrpcApi:
@@ -106,7 +106,9 @@ class GrpcApi:
         )
         return table
 
-    def _measured(self, api: str, fn: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[Any]]:
+    def _measured(
+        self, api: str, fn: Callable[[Any], Awaitable[Any]]
+    ) -> Callable[[Any], Coroutine[Any, Any, Any]]:
         """`fn` with its requests counted and timed (Prometheus), its errors mapped to ServingError."""
         metrics = self.metrics
 

@@ -25,7 +25,7 @@ import logging
 import struct
 import zlib
 from collections.abc import Coroutine, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import hpack
@@ -86,6 +86,9 @@ def _literal(name: bytes, value: bytes) -> bytes:
 
 _RESPONSE_HEADERS = b"\x88" + _literal(b"content-type", b"application/grpc")  # 0x88: ":status: 200"
 _OK_TRAILERS = _literal(b"grpc-status", b"0")
+# frame headers minus the stream id, for the two header blocks every answer sends
+_HEAD_PREFIX = len(_RESPONSE_HEADERS).to_bytes(3, "big") + bytes((HEADERS, END_HEADERS))
+_TRAILERS_PREFIX = len(_OK_TRAILERS).to_bytes(3, "big") + bytes((HEADERS, END_STREAM | END_HEADERS))
 
 
 def _status_block(err: ServingError) -> bytes:
@@ -99,6 +102,32 @@ def _setting_pairs(pairs: Iterable[tuple[int, int]]) -> bytes:
     return b"".join(k.to_bytes(2, "big") + v.to_bytes(4, "big") for k, v in pairs)
 
 
+class _RequestHead(NamedTuple):
+    """What a gRPC call needs from its request headers."""
+
+    path: str
+    method: bytes
+    content_type: bytes
+    encoding: bytes
+    timeout: float | None  # seconds, from grpc-timeout
+
+
+def _request_head(headers: Iterable[tuple[bytes, bytes]]) -> _RequestHead:
+    path, method, content_type, encoding, timeout = "", b"", b"", b"identity", None
+    for name, value in headers:
+        if name == b":path":
+            path = value.decode("latin-1")
+        elif name == b":method":
+            method = value
+        elif name == b"content-type":
+            content_type = value
+        elif name == b"grpc-timeout":
+            timeout = _timeout(value)
+        elif name == b"grpc-encoding":
+            encoding = value
+    return _RequestHead(path, method, content_type, encoding, timeout)
+
+
 class _HeaderDecoder:
     """hpack.Decoder plus a cache: clients send the same header block call after call, and a block that
     leaves the dynamic table as it was decodes to the same headers until the table changes."""
@@ -106,25 +135,25 @@ class _HeaderDecoder:
     def __init__(self) -> None:
         self.decoder = hpack.Decoder()
         self.decoder.max_header_list_size = MAX_HEADER_LIST
-        self.cache: dict[bytes, list[tuple[bytes, bytes]]] = {}
+        self.cache: dict[bytes, _RequestHead] = {}
 
-    def decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
-        headers = self.cache.get(block)
-        if headers is not None:
-            return headers
+    def decode(self, block: bytes) -> _RequestHead:
+        head = self.cache.get(block)
+        if head is not None:
+            return head
         table = self.decoder.header_table
         newest, size = (table.dynamic_entries[0] if table.dynamic_entries else None), table.maxsize
         try:
-            headers = self.decoder.decode(block, raw=True)
+            head = _request_head(self.decoder.decode(block, raw=True))
         except hpack.HPACKError as exc:
             self.cache.clear()
             raise _ConnectionError(COMPRESSION_ERROR, f"bad header block: {exc}") from exc
         if (table.dynamic_entries[0] if table.dynamic_entries else None) is newest and table.maxsize == size:
             if len(self.cache) < 256:
-                self.cache[block] = headers  # the table did not change: safe to reuse
+                self.cache[block] = head  # the table did not change: safe to reuse
         else:
             self.cache.clear()  # indices moved: every cached block may now decode differently
-        return headers
+        return head
 
 
 class _ConnectionError(Exception):
@@ -139,10 +168,10 @@ class _Stream:
         "expired", "pending", "trailers", "remote_closed",
     )  # fmt: skip
 
-    def __init__(self, stream_id: int, send_window: int) -> None:
+    def __init__(self, stream_id: int, send_window: int, path: str, encoding: bytes) -> None:
         self.id = stream_id
-        self.path = ""
-        self.encoding = b"identity"
+        self.path = path
+        self.encoding = encoding
         self.deadline: float | None = None
         self.body: bytearray | None = bytearray()  # None once answered: later DATA is discarded
         self.unacked = 0
@@ -243,7 +272,7 @@ class _Connection(asyncio.Protocol):
             ]
         )
         grow = (MAX_WINDOW - DEFAULT_WINDOW).to_bytes(4, "big")
-        self.transport.write(_frame(SETTINGS, 0, 0, settings) + _frame(WINDOW_UPDATE, 0, 0, grow))
+        transport.write(_frame(SETTINGS, 0, 0, settings) + _frame(WINDOW_UPDATE, 0, 0, grow))  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -381,7 +410,7 @@ class _Connection(asyncio.Protocol):
         self._resume_blocked()
 
     def _on_headers(self, stream_id: int, end_stream: bool, block: bytes) -> None:
-        headers = self.headers.decode(block)  # always, even when refused: it updates the HPACK table
+        head = self.headers.decode(block)  # always, even when refused: it updates the HPACK table
         stream = self.streams.get(stream_id)
         if stream is not None:  # trailers from the client end its request
             if end_stream:
@@ -393,23 +422,13 @@ class _Connection(asyncio.Protocol):
         if self.going_away or len(self.streams) >= MAX_STREAMS:
             self._write(_frame(RST_STREAM, 0, stream_id, REFUSED_STREAM.to_bytes(4, "big")))
             return
-        stream = _Stream(stream_id, self.peer_initial_window)
+        stream = _Stream(stream_id, self.peer_initial_window, head.path, head.encoding)
         stream.remote_closed = end_stream
+        if head.timeout is not None:
+            stream.deadline = self.loop.time() + head.timeout
         self.streams[stream_id] = stream
-        method = content_type = b""
-        for name, value in headers:
-            if name == b":path":
-                stream.path = value.decode("latin-1")
-            elif name == b":method":
-                method = value
-            elif name == b"content-type":
-                content_type = value
-            elif name == b"grpc-timeout":
-                stream.deadline = self.loop.time() + _timeout(value)
-            elif name == b"grpc-encoding":
-                stream.encoding = value
-        if method != b"POST" or not content_type.startswith(b"application/grpc"):
-            self._send_http_error(stream, 415 if method == b"POST" else 405)
+        if head.method != b"POST" or not head.content_type.startswith(b"application/grpc"):
+            self._send_http_error(stream, 415 if head.method == b"POST" else 405)
         elif stream.path not in self.server.methods:
             self._send_error(stream, ServingError("UNIMPLEMENTED", f"Method not found: {stream.path}"))
         if end_stream:
@@ -499,16 +518,31 @@ class _Connection(asyncio.Protocol):
         if self.streams.get(stream.id) is not stream:
             return  # reset meanwhile
         data = b"\x00" + len(message).to_bytes(4, "big") + message
-        sid = stream.id
-        head = _frame(HEADERS, END_HEADERS, sid, _RESPONSE_HEADERS)
+        sid = stream.id.to_bytes(4, "big")
         n = len(data)
         if n <= self.peer_max_frame and n <= self.send_window and n <= stream.send_window:
             self.send_window -= n
             stream.send_window -= n
-            trailers = _frame(HEADERS, END_STREAM | END_HEADERS, sid, _OK_TRAILERS)
-            self._write(head + _frame(DATA, 0, sid, data) + trailers)
+            # HEADERS, DATA, trailers: the usual small answer in one piece
+            self._write(
+                b"".join(
+                    (
+                        _HEAD_PREFIX,
+                        sid,
+                        _RESPONSE_HEADERS,
+                        n.to_bytes(3, "big"),
+                        b"\x00\x00",
+                        sid,
+                        data,
+                        _TRAILERS_PREFIX,
+                        sid,
+                        _OK_TRAILERS,
+                    )
+                )  # fmt: skip
+            )
             self._close_stream(stream)
             return
+        head = _HEAD_PREFIX + sid + _RESPONSE_HEADERS
         self._write(head)
         stream.pending = memoryview(data)
         stream.trailers = _OK_TRAILERS

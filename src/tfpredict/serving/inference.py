@@ -230,11 +230,13 @@ class InferenceService:
     def servable(self, spec: Spec) -> Servable:
         return self.manager.get(spec.name, spec.version, spec.label)
 
-    async def run(self, servable: Servable, call: Call) -> dict[str, np.ndarray]:
+    def run(self, servable: Servable, call: Call) -> asyncio.Future[dict[str, np.ndarray]]:
+        """The outputs, to await: from the servable's batcher, or a worker thread when batching is off.
+        (A plain function returning the future: one coroutine less on every request's path.)"""
         loop = asyncio.get_running_loop()
         if servable.batcher is not None and call.size:
-            return await servable.batcher.submit(call.key, call.data, call.size, loop)  # type: ignore[no-any-return]
-        return await loop.run_in_executor(self.executor, servable.execute, call.key, call.data)
+            return servable.batcher.submit(call.key, call.data, call.size, loop)  # type: ignore[no-any-return]
+        return loop.run_in_executor(self.executor, servable.execute, call.key, call.data)
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
