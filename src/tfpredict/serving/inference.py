@@ -226,6 +226,7 @@ class InferenceService:
     def __init__(self, manager: ModelManager, threads: int = 16) -> None:
         self.manager = manager
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="predict")
+        self._loop: asyncio.AbstractEventLoop | None = None  # the server's one event loop
 
     def servable(self, spec: Spec) -> Servable:
         return self.manager.get(spec.name, spec.version, spec.label)
@@ -233,7 +234,9 @@ class InferenceService:
     def run(self, servable: Servable, call: Call) -> asyncio.Future[dict[str, np.ndarray]]:
         """The outputs, to await: from the servable's batcher, or a worker thread when batching is off.
         (A plain function returning the future: one coroutine less on every request's path.)"""
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:  # once: asyncio.get_running_loop() makes a syscall (getpid) every time
+            loop = self._loop = asyncio.get_running_loop()
         if servable.batcher is not None and call.size:
             return servable.batcher.submit(call.key, call.data, call.size, loop)  # type: ignore[no-any-return]
         return loop.run_in_executor(self.executor, servable.execute, call.key, call.data)

@@ -270,6 +270,7 @@ class HttpConnection(asyncio.Protocol):
             None  # method, path, keep-alive, length, chunked
         )
         self.closing = False
+        self.loop = asyncio.get_running_loop()  # once: the call makes a syscall (getpid)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -317,7 +318,7 @@ class HttpConnection(asyncio.Protocol):
             self.head = None
             self.busy = True
             self.server.inflight += 1
-            task = asyncio.get_running_loop().create_task(self._respond(method, path, body, keep_alive))
+            task = self.loop.create_task(self._respond(method, path, body, keep_alive))
             self.server.tasks.add(task)
             task.add_done_callback(self.server.tasks.discard)
 
