@@ -14,6 +14,7 @@ Each cell: warm-up, then `--seconds` of closed-loop requests; p50 / p99 latency,
 how many rows each model call of the batching-on server merged.
 
     python benchmarks/serve.py [--seconds 5] [--concurrency 1,16,64] [--grpc_client h2load|grpcio]
+                               [--event_loop asyncio|uvloop]
                                [--max_batch_size 32] [--batch_timeout_micros 0] [--num_batch_threads 1]
 """
 
@@ -68,7 +69,7 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, batching: str, tmp: Path) -> None:
+    def __init__(self, batching: str, tmp: Path, event_loop: str = "asyncio") -> None:
         """`batching`: "" for off, else a batching parameters file's text."""
         self.grpc_port, self.rest_port = free_port(), free_port()
         args = [
@@ -86,6 +87,7 @@ class ServerProcess:
             # better for both than TF's default pools, which spin on the same 2 cores as the Python threads
             "--tensorflow_intra_op_parallelism=1",
             "--tensorflow_inter_op_parallelism=1",
+            f"--event_loop={event_loop}",
         ]
         (tmp / "monitoring.txt").write_text(MONITORING)  # request and batch counts, for both servers
         args.append(f"--monitoring_config_file={tmp / 'monitoring.txt'}")
@@ -246,6 +248,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--concurrency", default="1,16,64")
     ap.add_argument("--grpc_client", choices=("h2load", "grpcio"), default="h2load")
+    ap.add_argument("--event_loop", choices=("asyncio", "uvloop"), default="asyncio", help="of both servers")
     ap.add_argument("--max_batch_size", type=int, default=32, help="of the batching-on server")
     ap.add_argument("--batch_timeout_micros", type=int, default=0, help="of the batching-on server")
     ap.add_argument("--num_batch_threads", type=int, default=1, help="of the batching-on server")
@@ -261,7 +264,7 @@ def main() -> int:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for batching in (False, True):
-            server = ServerProcess(batching_text if batching else "", Path(tmp))
+            server = ServerProcess(batching_text if batching else "", Path(tmp), args.event_loop)
             try:
                 for protocol in ("REST", "gRPC"):
                     port = server.rest_port if protocol == "REST" else server.grpc_port
@@ -289,7 +292,8 @@ def main() -> int:
                 server.stop()
     print(
         f"\n`tfpredict serve`, bench_dnn export, 1 row per request, {args.seconds:g}s per cell, "
-        f"{os.cpu_count()} cores (client included), gRPC client {args.grpc_client}; batching on: "
+        f"{os.cpu_count()} cores (client included), gRPC client {args.grpc_client}, "
+        f"event loop {args.event_loop}; batching on: "
         f"max_batch_size {args.max_batch_size}, "
         f"batch_timeout_micros {args.batch_timeout_micros}, num_batch_threads {args.num_batch_threads}\n"
     )

@@ -255,6 +255,21 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(server: Server) -> None:
     assert took < 5
 
 
+def test_uvloop_event_loop_serves_rest_and_grpc(testdata: dict[str, str]) -> None:
+    """--event_loop=uvloop: the same server on uvloop, both protocols, and SIGTERM still exits 0."""
+    pytest.importorskip("uvloop")
+    server = Server(
+        "--model_name=hp",
+        f"--model_base_path={testdata['saved_model_half_plus_two_cpu']}",
+        "--event_loop=uvloop",
+    ).wait()
+    try:
+        assert grpc_predict(server.grpc, "hp", 2.0) == [3.0]
+        assert predict(server, "hp", {"instances": [4.0]}).json() == {"predictions": [4.0]}
+    finally:
+        assert server.stop() == 0
+
+
 def test_grpcio_frontend_serves_the_same_api(testdata: dict[str, str], tmp_path: Path) -> None:
     """--grpc_frontend=grpcio: grpcio's own server, with its channel arguments, answers the same methods."""
     sock = tmp_path / "grpcio.sock"

@@ -56,6 +56,12 @@ def add_serve_arguments(p: argparse.ArgumentParser, debug: bool = True) -> None:
         help="gRPC server: tfpredict's own HTTP/2 one (fast, the default) or grpcio's",
     )
     add(
+        "--event_loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="asyncio's own event loop, or uvloop (pip install 'tfpredict[uvloop]'), ~15%% faster",
+    )
+    add(
         "--grpc_channel_arguments",
         default="",
         help="comma-separated key=value grpcio server arguments (with --grpc_frontend=grpcio)",
@@ -119,6 +125,7 @@ def run_serve(args: argparse.Namespace) -> int:
         drain_seconds=args.drain_seconds,
         grpc_channel_arguments=_channel_args(args.grpc_channel_arguments),
         grpc_frontend=args.grpc_frontend,
+        event_loop=args.event_loop,
     )
     return serve(options)
 
