@@ -63,6 +63,12 @@ def pad(data: Any, size: int, target: int) -> Any:
 
 def split(outputs: Outputs, sizes: list[int], total: int) -> list[Outputs]:
     """One output dict per task: each output with the batch's first dimension is sliced."""
+    if len(sizes) == total:  # one row each (the usual single-row requests): views of each row
+        rows = {
+            k: list(v[:, None]) if getattr(v, "ndim", 0) and v.shape[0] == total else None
+            for k, v in outputs.items()
+        }
+        return [{k: (r[i] if r is not None else outputs[k]) for k, r in rows.items()} for i in range(total)]
     parts = []
     offset = 0
     for size in sizes:
@@ -93,6 +99,7 @@ class Batcher:
         self._queued_rows = 0
         self._max_queued_rows = params.max_batch_size * params.max_enqueued_batches
         self._cond = threading.Condition()
+        self._waiting = 0  # batch threads inside cond.wait()
         self._closed = False
         self._threads = [
             threading.Thread(target=self._loop, name=f"batch-{name}-{i}", daemon=True)
@@ -118,7 +125,8 @@ class Batcher:
                 )
             self._queue.append(task)
             self._queued_rows += size
-            self._cond.notify()
+            if self._waiting:  # a busy batch thread looks at the queue again when its call ends
+                self._cond.notify()
         return task.future
 
     def close(self, timeout: float = 5.0) -> None:
@@ -138,7 +146,7 @@ class Batcher:
             while not self._queue:
                 if self._closed:
                     return None
-                self._cond.wait()
+                self._wait()
             first = self._queue[0]
             if timeout > 0 and first.size < p.max_batch_size:
                 deadline = first.enqueued + timeout
@@ -148,7 +156,7 @@ class Batcher:
                     remaining = deadline - time.perf_counter()
                     if remaining <= 0:
                         break
-                    self._cond.wait(remaining)
+                    self._wait(remaining)
                     if not self._queue or self._queue[0] is not first:
                         break  # another batch thread took it; start over with the new oldest task
                 if not self._queue or self._queue[0] is not first:
@@ -171,6 +179,14 @@ class Batcher:
             if self._queue:
                 self._cond.notify()
             return taken
+
+    def _wait(self, timeout: float | None = None) -> None:
+        """cond.wait(), counted: submit() notifies only when some thread waits (holding the lock)."""
+        self._waiting += 1
+        try:
+            self._cond.wait(timeout)
+        finally:
+            self._waiting -= 1
 
     def _rows_for(self, key: Hashable) -> int:
         return sum(t.size for t in self._queue if t.key == key)
