@@ -15,7 +15,8 @@ how many rows each model call of the batching-on server merged.
 
     python benchmarks/serve.py [--seconds 5] [--concurrency 1,16,64] [--grpc_client h2load|grpcio]
                                [--event_loop asyncio|uvloop]
-                               [--max_batch_size 32] [--batch_timeout_micros 0] [--num_batch_threads 1]
+                               [--max_batch_size 32] [--batch_timeout_micros 0] [--num_batch_threads 2]
+                               [--[no-]batching_process]
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, batching: str, tmp: Path, event_loop: str = "asyncio") -> None:
+    def __init__(self, batching: str, tmp: Path, event_loop: str = "asyncio", process: bool = False) -> None:
         """`batching`: "" for off, else a batching parameters file's text."""
         self.grpc_port, self.rest_port = free_port(), free_port()
         args = [
@@ -94,6 +95,8 @@ class ServerProcess:
         if batching:
             (tmp / "batching.txt").write_text(batching)
             args += ["--enable_batching", f"--batching_parameters_file={tmp / 'batching.txt'}"]
+            if process:
+                args.append("--batching_process")
         env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         self.log = tmp / f"server-{'on' if batching else 'off'}.log"
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(self.log, "w"), env=env)
@@ -249,9 +252,17 @@ def main() -> int:
     ap.add_argument("--concurrency", default="1,16,64")
     ap.add_argument("--grpc_client", choices=("h2load", "grpcio"), default="h2load")
     ap.add_argument("--event_loop", choices=("asyncio", "uvloop"), default="asyncio", help="of both servers")
+    ap.add_argument(
+        "--batching_process",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="batching-on server: batched calls in a model process (default; --no-batching_process: a thread)",
+    )
     ap.add_argument("--max_batch_size", type=int, default=32, help="of the batching-on server")
     ap.add_argument("--batch_timeout_micros", type=int, default=0, help="of the batching-on server")
-    ap.add_argument("--num_batch_threads", type=int, default=1, help="of the batching-on server")
+    ap.add_argument(
+        "--num_batch_threads", type=int, default=2, help="of the batching-on server (batches in flight)"
+    )
     args = ap.parse_args()
     if args.grpc_client == "h2load" and shutil.which("h2load") is None:
         print("h2load not found (apt install nghttp2-client): gRPC load from grpc.aio", file=sys.stderr)
@@ -264,7 +275,9 @@ def main() -> int:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for batching in (False, True):
-            server = ServerProcess(batching_text if batching else "", Path(tmp), args.event_loop)
+            server = ServerProcess(
+                batching_text if batching else "", Path(tmp), args.event_loop, args.batching_process
+            )
             try:
                 for protocol in ("REST", "gRPC"):
                     port = server.rest_port if protocol == "REST" else server.grpc_port
@@ -293,7 +306,7 @@ def main() -> int:
     print(
         f"\n`tfpredict serve`, bench_dnn export, 1 row per request, {args.seconds:g}s per cell, "
         f"{os.cpu_count()} cores (client included), gRPC client {args.grpc_client}, "
-        f"event loop {args.event_loop}; batching on: "
+        f"event loop {args.event_loop}; batching on: model process {args.batching_process}, "
         f"max_batch_size {args.max_batch_size}, "
         f"batch_timeout_micros {args.batch_timeout_micros}, num_batch_threads {args.num_batch_threads}\n"
     )

@@ -247,3 +247,135 @@ def _allowed_size(size: int, allowed: tuple[int, ...]) -> int:
         if s >= size:
             return s
     return size
+
+
+class LoopBatcher:
+    """Batching on the event loop, each merged batch run by a `call(loop, key, data) -> Future` (a model
+    process): the same parameters as Batcher, with no thread of its own. num_batch_threads bounds the
+    batches in flight; batch_timeout_micros waits for a batch to fill, as in Batcher."""
+
+    def __init__(
+        self,
+        params: BatchingParameters,
+        call: Callable[[asyncio.AbstractEventLoop, Hashable, Any], asyncio.Future[Outputs]],
+        on_batch: Callable[[int, list[float]], None] | None = None,
+        close: Callable[[], None] | None = None,
+    ) -> None:
+        self.params = params
+        self._call = call
+        self._on_batch = on_batch
+        self._close = close
+        self._queue: collections.deque[Task] = collections.deque()
+        self._queued_rows = 0
+        self._max_queued_rows = params.max_batch_size * params.max_enqueued_batches
+        self._inflight = 0
+        self._scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    def submit(
+        self, key: Hashable, data: Any, size: int, loop: asyncio.AbstractEventLoop | None = None
+    ) -> Any:
+        """Queue a request (on the event loop's thread); returns an asyncio Future of its outputs."""
+        if loop is None:
+            raise ValueError("LoopBatcher.submit needs the event loop")
+        if self._closed:
+            raise ServingError("UNAVAILABLE", "The model version is being unloaded; retry the request")
+        if self._queued_rows + size > self._max_queued_rows and self._queue:
+            raise ServingError(
+                "RESOURCE_EXHAUSTED",
+                "The batch scheduling queue to which this task was submitted is full "
+                f"({self._queued_rows} rows queued, limit {self._max_queued_rows} = "
+                "max_batch_size x max_enqueued_batches)",
+            )
+        task = Task(key, data, size, loop)
+        self._queue.append(task)
+        self._queued_rows += size
+        if not self._scheduled:  # once per turn of the loop: every request read in it can join the batch
+            self._scheduled = True
+            loop.call_soon(self._dispatch, loop)
+        return task.future
+
+    def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._scheduled = False
+        p = self.params
+        while self._queue and self._inflight < p.num_batch_threads:
+            first = self._queue[0]
+            if p.batch_timeout_micros > 0 and first.size < p.max_batch_size and not self._closed:
+                wait = first.enqueued + p.batch_timeout_micros / 1e6 - time.perf_counter()
+                if wait > 0 and self._rows_for(first.key) < p.max_batch_size:
+                    if self._timer is None:
+                        self._timer = loop.call_later(wait, self._on_timer, loop)
+                    return
+            tasks = self._take()
+            self._queued_rows -= sum(t.size for t in tasks)
+            self._run(loop, tasks)
+
+    def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        self._dispatch(loop)
+
+    def _rows_for(self, key: Hashable) -> int:
+        return sum(t.size for t in self._queue if t.key == key)
+
+    def _take(self) -> list[Task]:
+        first = self._queue.popleft()
+        taken, rows = [first], first.size
+        kept: list[Task] = []
+        while self._queue and rows < self.params.max_batch_size:
+            task = self._queue.popleft()
+            if task.key == first.key and rows + task.size <= self.params.max_batch_size:
+                taken.append(task)
+                rows += task.size
+            else:
+                kept.append(task)
+        self._queue.extendleft(reversed(kept))
+        return taken
+
+    def _run(self, loop: asyncio.AbstractEventLoop, tasks: list[Task]) -> None:
+        sizes = [t.size for t in tasks]
+        total = sum(sizes)
+        target = _allowed_size(total, self.params.allowed_batch_sizes)
+        try:
+            future = self._call(loop, tasks[0].key, pad(merge([t.data for t in tasks]), total, target))
+        except BaseException as exc:
+            _settle([(t.future, exc) for t in tasks], failed=True)
+            return
+        self._inflight += 1
+        future.add_done_callback(lambda f: self._done(loop, f, tasks, sizes, total, target))
+
+    def _done(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[Outputs],
+        tasks: list[Task],
+        sizes: list[int],
+        total: int,
+        target: int,
+    ) -> None:
+        self._inflight -= 1
+        exc = future.exception()
+        if exc is not None:
+            _settle([(t.future, exc) for t in tasks], failed=True)
+        else:
+            outputs = future.result()
+            if target > total:
+                outputs = {
+                    k: v[:total] if getattr(v, "ndim", 0) and v.shape[0] == target else v
+                    for k, v in outputs.items()
+                }
+            if self._on_batch is not None:
+                now = time.perf_counter()
+                self._on_batch(total, [now - t.enqueued for t in tasks])
+            _settle(list(zip([t.future for t in tasks], split(outputs, sizes, total), strict=True)), False)
+        if self._queue:
+            self._dispatch(loop)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """From any thread: take no more requests, let queued and running batches finish, stop the runner."""
+        self._closed = True
+        deadline = time.monotonic() + timeout
+        while (self._queue or self._inflight) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self._close is not None:
+            self._close()

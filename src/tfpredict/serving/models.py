@@ -23,7 +23,7 @@ import numpy as np
 from tensorflow_serving.apis import get_model_metadata_pb2
 
 from ..errors import TfpredictError
-from .batcher import Batcher
+from .batcher import Batcher, LoopBatcher
 from .config import BatchingParameters, ModelConfig
 from .json_codec import rows_to_examples
 from .metrics import Metrics
@@ -60,7 +60,7 @@ class Servable:
         self.path = path
         self.predictor = predictor
         self.signature_defs = signature_defs  # tensorflow.serving.SignatureDefMap
-        self.batcher: Batcher | None = None
+        self.batcher: Batcher | LoopBatcher | None = None
         self._inflight = 0  # requests using this version; changed on the event loop's thread only
         self._memo: dict[Any, Any] = {}
 
@@ -173,8 +173,10 @@ class ModelManager:
         metrics: Metrics | None = None,
         poll_seconds: float = 1.0,
         warmup: Callable[[Servable], int] | None = None,
+        model_process: Callable[[Path], Any] | None = None,
     ) -> None:
         self._load_predictor = load_predictor
+        self._model_process = model_process  # --batching_process: starts a ModelProcess for a version
         self._batching = batching
         self._metrics = metrics or Metrics()
         self._poll_seconds = poll_seconds
@@ -295,7 +297,12 @@ class ModelManager:
                 n = self._warmup(servable)
                 if n:
                     log.info("Model %s version %d: replayed %d warm-up requests", name, version, n)
-            if self._batching is not None:
+            if self._batching is not None and self._model_process is not None:
+                child = self._model_process(path)
+                servable.batcher = LoopBatcher(
+                    self._batching, child.call, on_batch=self._batch_observer(name), close=child.close
+                )
+            elif self._batching is not None:
                 servable.batcher = Batcher(
                     self._batching,
                     servable.execute,

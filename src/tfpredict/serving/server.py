@@ -56,6 +56,7 @@ class ServeOptions:
     grpc_channel_arguments: list[tuple[str, Any]] = field(default_factory=list)
     grpc_frontend: str = "http2"  # "http2": grpc_http2.py; "grpcio": grpcio's own server
     event_loop: str = "asyncio"  # or "uvloop"
+    batching_process: bool = False  # batched model calls in a child process per version
 
     def model_configs(self) -> list[ModelConfig]:
         if self.model_config_file:
@@ -88,6 +89,17 @@ def serve(options: ServeOptions, ready: threading.Event | None = None) -> int:
             inter_op_threads=options.tensorflow_inter_op_parallelism or None,
         )
 
+    model_process = None
+    if options.batching_process:
+        if batching is None:
+            raise UsageError("--batching_process runs batched calls: it needs --enable_batching")
+        from .model_process import ModelProcess
+
+        def model_process(path: Path) -> Any:
+            return ModelProcess(
+                path, options.tensorflow_intra_op_parallelism, options.tensorflow_inter_op_parallelism
+            )
+
     metrics = Metrics()
     manager = ModelManager(
         configs,
@@ -96,6 +108,7 @@ def serve(options: ServeOptions, ready: threading.Event | None = None) -> int:
         metrics=metrics,
         poll_seconds=options.file_system_poll_wait_seconds,
         warmup=warmup if options.enable_model_warmup else None,
+        model_process=model_process,
     )
     manager.start()
     # TensorFlow and the models leave ~350k objects that every full garbage collection would walk
