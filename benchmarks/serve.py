@@ -256,7 +256,7 @@ def main() -> int:
         "--batching_process",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="batching-on server: batched calls in a model process (default; --no-batching_process: a thread)",
+        help="batching-on server: batched calls in a model process (--no-batching_process: a thread)",
     )
     ap.add_argument("--max_batch_size", type=int, default=32, help="of the batching-on server")
     ap.add_argument("--batch_timeout_micros", type=int, default=0, help="of the batching-on server")
