@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import logging
 import os
 import pickle
+import select
+import signal
 import struct
 import subprocess
 import sys
@@ -32,6 +35,7 @@ log = logging.getLogger(__name__)
 _LENGTH = struct.Struct(">I")
 READY = b"R"
 START_TIMEOUT = 300.0
+F_SETPIPE_SZ = 1031  # Linux fcntl: a pipe's buffer size
 
 
 class ModelProcess:
@@ -57,9 +61,17 @@ class ModelProcess:
         self._next_id = 0
         self._buffer = bytearray()
         self._dead = False
-        if self._stdout.read(1) != READY:
+        for pipe in (self._stdin, self._stdout):  # room for a large batch without blocking the loop
+            try:
+                fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, 1 << 20)
+            except OSError:
+                pass
+        ready, _, _ = select.select([self._stdout], [], [], START_TIMEOUT)
+        if not ready or self._stdout.read(1) != READY:
+            self._proc.kill()
             self._proc.wait(timeout=10)
-            raise ModelLoadError(f"The model process for {path} failed to load it: {self._last_error()}")
+            why = self._last_error() if ready else f"not ready after {START_TIMEOUT:.0f}s"
+            raise ModelLoadError(f"The model process for {path} failed to load it: {why}")
 
     def _last_error(self) -> str:
         self._stderr.seek(0)
@@ -152,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--intra_op_threads", type=int, default=None)
     ap.add_argument("--inter_op_threads", type=int, default=None)
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which drains, then stops us
     from ..predictor import Predictor
     from .models import Servable
 
