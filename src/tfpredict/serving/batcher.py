@@ -114,15 +114,7 @@ class Batcher:
         """Queue a request; returns a Future (an asyncio one of `loop` when given: call from that loop)."""
         task = Task(key, data, size, loop)
         with self._cond:
-            if self._closed:
-                raise ServingError("UNAVAILABLE", "The model version is being unloaded; retry the request")
-            if self._queued_rows + size > self._max_queued_rows and self._queue:
-                raise ServingError(
-                    "RESOURCE_EXHAUSTED",
-                    "The batch scheduling queue to which this task was submitted is full "
-                    f"({self._queued_rows} rows queued, limit {self._max_queued_rows} = "
-                    "max_batch_size x max_enqueued_batches)",
-                )
+            _admit(self._closed, self._queued_rows, size, self._max_queued_rows, bool(self._queue))
             self._queue.append(task)
             self._queued_rows += size
             if self._waiting:  # a busy batch thread looks at the queue again when its call ends
@@ -242,6 +234,18 @@ def _settle(pairs: list[tuple[Any, Any]], failed: bool) -> None:
             fut.set_exception(v) if failed else fut.set_result(v)
 
 
+def _admit(closed: bool, queued_rows: int, size: int, max_rows: int, queued: bool) -> None:
+    """Refuse a request when its version is closing, or shed it when the queue is full."""
+    if closed:
+        raise ServingError("UNAVAILABLE", "The model version is being unloaded; retry the request")
+    if queued_rows + size > max_rows and queued:
+        raise ServingError(
+            "RESOURCE_EXHAUSTED",
+            "The batch scheduling queue to which this task was submitted is full "
+            f"({queued_rows} rows queued, limit {max_rows} = max_batch_size x max_enqueued_batches)",
+        )
+
+
 def _allowed_size(size: int, allowed: tuple[int, ...]) -> int:
     for s in allowed:
         if s >= size:
@@ -279,15 +283,7 @@ class LoopBatcher:
         """Queue a request (on the event loop's thread); returns an asyncio Future of its outputs."""
         if loop is None:
             raise ValueError("LoopBatcher.submit needs the event loop")
-        if self._closed:
-            raise ServingError("UNAVAILABLE", "The model version is being unloaded; retry the request")
-        if self._queued_rows + size > self._max_queued_rows and self._queue:
-            raise ServingError(
-                "RESOURCE_EXHAUSTED",
-                "The batch scheduling queue to which this task was submitted is full "
-                f"({self._queued_rows} rows queued, limit {self._max_queued_rows} = "
-                "max_batch_size x max_enqueued_batches)",
-            )
+        _admit(self._closed, self._queued_rows, size, self._max_queued_rows, bool(self._queue))
         task = Task(key, data, size, loop)
         self._queue.append(task)
         self._queued_rows += size

@@ -237,7 +237,7 @@ class _Call:
 
 
 class _Connection(asyncio.Protocol):
-    """One HTTP/2 connection: frames in, one task per call, responses written as the calls complete."""
+    """One HTTP/2 connection: frames in, a _Call per request, responses written as the calls complete."""
 
     def __init__(self, server: GrpcServer) -> None:
         self.server = server
