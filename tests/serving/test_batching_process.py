@@ -41,8 +41,10 @@ def server(testdata: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
     s.stop()
 
 
-def children() -> list[str]:
-    out = subprocess.run(["pgrep", "-f", "tfpredict.serving.model_process"], capture_output=True, text=True)
+def children(path: str = "") -> list[str]:
+    """pids of running model processes (for the export under `path`)."""
+    pattern = f"tfpredict.serving.model_process {path}" if path else "tfpredict.serving.model_process"
+    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
     return out.stdout.split()
 
 
@@ -119,3 +121,57 @@ def test_model_process_reports_a_load_failure(tmp_path: Path) -> None:
     (tmp_path / "saved_model.pb").write_bytes(b"not a SavedModel")
     with pytest.raises(ModelLoadError, match="failed to load"):
         ModelProcess(tmp_path, None, None)
+
+
+def test_new_version_gets_its_own_child_and_the_old_one_stops(
+    testdata: dict[str, str], tmp_path: Path
+) -> None:
+    """Hot reload with --batching_process: a client loop sees the new version with no failed request, and
+    the old version's child exits once its version is unloaded."""
+    import shutil
+    import threading
+    import time
+
+    base = tmp_path / "model"
+    shutil.copytree(Path(testdata["saved_model_half_plus_two_cpu"]) / "00000123", base / "1")
+    (tmp_path / "batching.txt").write_text(BATCHING)
+    s = Server(
+        "--model_name=hot",
+        f"--model_base_path={base}",
+        "--file_system_poll_wait_seconds=0.5",
+        "--enable_batching",
+        f"--batching_parameters_file={tmp_path / 'batching.txt'}",
+        "--batching_process",
+    ).wait()
+    before = set(children(str(base / "1")))
+    assert before, "no model process for version 1"
+    results: list[tuple[int, object]] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        with requests.Session() as session:
+            while not stop.is_set():
+                r = session.post(f"{s.rest}/v1/models/hot:predict", json={"instances": [2.0]}, timeout=30)
+                results.append((r.status_code, r.json().get("predictions")))
+
+    loop = threading.Thread(target=client)
+    loop.start()
+    try:
+        time.sleep(0.5)
+        shutil.copytree(Path(testdata["saved_model_half_plus_three"]) / "00000123", base / "2")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(p == [4.0] for _s, p in results[-5:]):
+            time.sleep(0.05)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        loop.join(30)
+    try:
+        assert [r for r in results if r[0] != 200] == []
+        assert results[0][1] == [3.0] and results[-1][1] == [4.0]
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and before & set(children()):
+            time.sleep(0.1)
+        assert not before & set(children()), "version 1's model process is still running"
+    finally:
+        assert s.stop() == 0
