@@ -4,7 +4,9 @@ away with the server."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -46,6 +48,18 @@ def children(path: str = "") -> list[str]:
     pattern = f"tfpredict.serving.model_process {path}" if path else "tfpredict.serving.model_process"
     out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
     return out.stdout.split()
+
+
+def cpu_seconds(pid: int, over: float) -> float:
+    """CPU time a process uses in the next `over` seconds."""
+
+    def used() -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    start = used()
+    time.sleep(over)
+    return used() - start
 
 
 def grpc_predict(target: str, x: float) -> float:
@@ -130,7 +144,6 @@ def test_new_version_gets_its_own_child_and_the_old_one_stops(
     the old version's child exits once its version is unloaded."""
     import shutil
     import threading
-    import time
 
     base = tmp_path / "model"
     shutil.copytree(Path(testdata["saved_model_half_plus_two_cpu"]) / "00000123", base / "1")
@@ -173,5 +186,7 @@ def test_new_version_gets_its_own_child_and_the_old_one_stops(
         while time.monotonic() < deadline and before & set(children()):
             time.sleep(0.1)
         assert not before & set(children()), "version 1's model process is still running"
+        assert "model process" not in s.log, s.log[-2000:]  # a version's child stops without an error line
+        assert cpu_seconds(s.proc.pid, 1.0) < 0.3  # and the idle server does not spin on its closed pipe
     finally:
         assert s.stop() == 0

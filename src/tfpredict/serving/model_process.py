@@ -123,15 +123,20 @@ class ModelProcess:
             else:
                 future.set_exception(ServingError(*result))
 
-    def _died(self) -> None:
+    def _died(self, stopped: bool = False) -> None:
+        """The child is gone (or being stopped): stop reading it, fail what still waits for it."""
         if self._dead:
             return
         self._dead = True
         if self._loop is not None:
             self._loop.remove_reader(self._stdout.fileno())
-        self._proc.poll()
-        err = ServingError("UNAVAILABLE", f"The model process for {self.path} exited: {self._last_error()}")
-        log.error("%s", err.message)
+        if stopped:
+            err = ServingError("UNAVAILABLE", f"The model process for {self.path} was stopped")
+        else:
+            self._proc.poll()
+            why = self._last_error()
+            err = ServingError("UNAVAILABLE", f"The model process for {self.path} exited: {why}")
+            log.error("%s", err.message)
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(err)
@@ -139,14 +144,16 @@ class ModelProcess:
 
     def close(self) -> None:
         """Stop the child (from any thread); calls still pending fail as UNAVAILABLE."""
-        if self._loop is not None and not self._loop.is_closed():
-            try:
-                self._loop.call_soon_threadsafe(self._died)
-            except RuntimeError:
-                pass
-        self._dead = True
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:  # the reader is removed on the loop's thread, before the child's end of file arrives
+                loop.call_soon_threadsafe(self._died, True)
+            except RuntimeError:  # the loop closed meanwhile: nothing reads the child any more
+                self._dead = True
+        else:
+            self._dead = True
         try:
-            self._stdin.close()
+            self._stdin.close()  # the child's read sees end of file and returns
         except OSError:
             pass
         try:
@@ -154,7 +161,6 @@ class ModelProcess:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
-        self._stderr.close()
 
 
 def main(argv: list[str] | None = None) -> int:
