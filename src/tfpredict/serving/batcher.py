@@ -82,7 +82,68 @@ def split(outputs: Outputs, sizes: list[int], total: int) -> list[Outputs]:
     return parts
 
 
-class Batcher:
+class _BatchQueue:
+    """What both batchers share: the queue of tasks, admission (closing, load shedding), taking one batch
+    (the oldest task and the queued tasks of its key, up to max_batch_size rows), and cutting a batch's
+    outputs into each task's answer."""
+
+    def __init__(
+        self, params: BatchingParameters, on_batch: Callable[[int, list[float]], None] | None
+    ) -> None:
+        self.params = params
+        self._on_batch = on_batch
+        self._queue: collections.deque[Task] = collections.deque()
+        self._queued_rows = 0
+        self._max_queued_rows = params.max_batch_size * params.max_enqueued_batches
+        self._closed = False
+
+    def _admit(self, size: int) -> None:
+        """Refuse a request when its version is closing, or shed it when the queue is full."""
+        if self._closed:
+            raise ServingError("UNAVAILABLE", "The model version is being unloaded; retry the request")
+        if self._queued_rows + size > self._max_queued_rows and self._queue:
+            raise ServingError(
+                "RESOURCE_EXHAUSTED",
+                "The batch scheduling queue to which this task was submitted is full "
+                f"({self._queued_rows} rows queued, limit {self._max_queued_rows} = "
+                "max_batch_size x max_enqueued_batches)",
+            )
+
+    def _rows_for(self, key: Hashable) -> int:
+        return sum(t.size for t in self._queue if t.key == key)
+
+    def _take_batch(self) -> list[Task]:
+        first = self._queue.popleft()
+        taken, rows = [first], first.size
+        limit = self.params.max_batch_size
+        kept: list[Task] = []
+        while self._queue and rows < limit:
+            task = self._queue.popleft()
+            if task.key == first.key and rows + task.size <= limit:
+                taken.append(task)
+                rows += task.size
+            else:
+                kept.append(task)
+        self._queue.extendleft(reversed(kept))
+        self._queued_rows -= rows
+        return taken
+
+    def _answers(
+        self, tasks: list[Task], outputs: Outputs, sizes: list[int], total: int, target: int
+    ) -> list[Outputs]:
+        """Drop the padding rows, record the batch, and give each task its slice of the outputs."""
+        if target > total:
+            outputs = {
+                k: v[:total] if getattr(v, "ndim", 0) and v.shape[0] == target else v
+                for k, v in outputs.items()
+            }
+        if self._on_batch is not None:
+            now = time.perf_counter()
+            self._on_batch(total, [now - t.enqueued for t in tasks])
+        return split(outputs, sizes, total)
+
+
+class Batcher(_BatchQueue):
     """Batching queue and threads for one loaded model version."""
 
     def __init__(
@@ -92,15 +153,10 @@ class Batcher:
         name: str = "model",
         on_batch: Callable[[int, list[float]], None] | None = None,
     ) -> None:
-        self.params = params
+        super().__init__(params, on_batch)
         self._run = run
-        self._on_batch = on_batch
-        self._queue: collections.deque[Task] = collections.deque()
-        self._queued_rows = 0
-        self._max_queued_rows = params.max_batch_size * params.max_enqueued_batches
         self._cond = threading.Condition()
         self._waiting = 0  # batch threads inside cond.wait()
-        self._closed = False
         self._threads = [
             threading.Thread(target=self._loop, name=f"batch-{name}-{i}", daemon=True)
             for i in range(params.num_batch_threads)
@@ -114,7 +170,7 @@ class Batcher:
         """Queue a request; returns a Future (an asyncio one of `loop` when given: call from that loop)."""
         task = Task(key, data, size, loop)
         with self._cond:
-            _admit(self._closed, self._queued_rows, size, self._max_queued_rows, bool(self._queue))
+            self._admit(size)
             self._queue.append(task)
             self._queued_rows += size
             if self._waiting:  # a busy batch thread looks at the queue again when its call ends
@@ -153,21 +209,7 @@ class Batcher:
                         break  # another batch thread took it; start over with the new oldest task
                 if not self._queue or self._queue[0] is not first:
                     return []
-            taken = [self._queue.popleft()]
-            rows = first.size
-            if rows < p.max_batch_size:
-                kept: list[Task] = []
-                while self._queue:
-                    task = self._queue.popleft()
-                    if task.key == first.key and rows + task.size <= p.max_batch_size:
-                        taken.append(task)
-                        rows += task.size
-                        if rows == p.max_batch_size:
-                            break
-                    else:
-                        kept.append(task)
-                self._queue.extendleft(reversed(kept))
-            self._queued_rows -= rows
+            taken = self._take_batch()
             if self._queue:
                 self._cond.notify()
             return taken
@@ -179,9 +221,6 @@ class Batcher:
             self._cond.wait(timeout)
         finally:
             self._waiting -= 1
-
-    def _rows_for(self, key: Hashable) -> int:
-        return sum(t.size for t in self._queue if t.key == key)
 
     def _loop(self) -> None:
         while True:
@@ -198,18 +237,10 @@ class Batcher:
             data = merge([t.data for t in tasks])
             target = _allowed_size(total, self.params.allowed_batch_sizes)
             outputs = self._run(tasks[0].key, pad(data, total, target))
-            if target > total:
-                outputs = {
-                    k: v[:total] if getattr(v, "ndim", 0) and v.shape[0] == target else v
-                    for k, v in outputs.items()
-                }
         except BaseException as exc:  # every waiting request must hear about the failure
             _deliver(tasks, [exc] * len(tasks), failed=True)
             return
-        if self._on_batch is not None:
-            now = time.perf_counter()
-            self._on_batch(total, [now - t.enqueued for t in tasks])
-        _deliver(tasks, split(outputs, sizes, total), failed=False)
+        _deliver(tasks, self._answers(tasks, outputs, sizes, total, target), failed=False)
 
 
 def _deliver(tasks: list[Task], values: list[Any], failed: bool) -> None:
@@ -234,18 +265,6 @@ def _settle(pairs: list[tuple[Any, Any]], failed: bool) -> None:
             fut.set_exception(v) if failed else fut.set_result(v)
 
 
-def _admit(closed: bool, queued_rows: int, size: int, max_rows: int, queued: bool) -> None:
-    """Refuse a request when its version is closing, or shed it when the queue is full."""
-    if closed:
-        raise ServingError("UNAVAILABLE", "The model version is being unloaded; retry the request")
-    if queued_rows + size > max_rows and queued:
-        raise ServingError(
-            "RESOURCE_EXHAUSTED",
-            "The batch scheduling queue to which this task was submitted is full "
-            f"({queued_rows} rows queued, limit {max_rows} = max_batch_size x max_enqueued_batches)",
-        )
-
-
 def _allowed_size(size: int, allowed: tuple[int, ...]) -> int:
     for s in allowed:
         if s >= size:
@@ -253,7 +272,7 @@ def _allowed_size(size: int, allowed: tuple[int, ...]) -> int:
     return size
 
 
-class LoopBatcher:
+class LoopBatcher(_BatchQueue):
     """Batching on the event loop, each merged batch run by a `call(loop, key, data) -> Future` (a model
     process): the same parameters as Batcher, with no thread of its own. num_batch_threads bounds the
     batches in flight; batch_timeout_micros waits for a batch to fill, as in Batcher."""
@@ -265,17 +284,12 @@ class LoopBatcher:
         on_batch: Callable[[int, list[float]], None] | None = None,
         close: Callable[[], None] | None = None,
     ) -> None:
-        self.params = params
+        super().__init__(params, on_batch)
         self._call = call
-        self._on_batch = on_batch
         self._close = close
-        self._queue: collections.deque[Task] = collections.deque()
-        self._queued_rows = 0
-        self._max_queued_rows = params.max_batch_size * params.max_enqueued_batches
         self._inflight = 0
         self._scheduled = False
         self._timer: asyncio.TimerHandle | None = None
-        self._closed = False
 
     def submit(
         self, key: Hashable, data: Any, size: int, loop: asyncio.AbstractEventLoop | None = None
@@ -283,7 +297,7 @@ class LoopBatcher:
         """Queue a request (on the event loop's thread); returns an asyncio Future of its outputs."""
         if loop is None:
             raise ValueError("LoopBatcher.submit needs the event loop")
-        _admit(self._closed, self._queued_rows, size, self._max_queued_rows, bool(self._queue))
+        self._admit(size)
         task = Task(key, data, size, loop)
         self._queue.append(task)
         self._queued_rows += size
@@ -303,30 +317,11 @@ class LoopBatcher:
                     if self._timer is None:
                         self._timer = loop.call_later(wait, self._on_timer, loop)
                     return
-            tasks = self._take()
-            self._queued_rows -= sum(t.size for t in tasks)
-            self._run(loop, tasks)
+            self._run(loop, self._take_batch())
 
     def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
         self._dispatch(loop)
-
-    def _rows_for(self, key: Hashable) -> int:
-        return sum(t.size for t in self._queue if t.key == key)
-
-    def _take(self) -> list[Task]:
-        first = self._queue.popleft()
-        taken, rows = [first], first.size
-        kept: list[Task] = []
-        while self._queue and rows < self.params.max_batch_size:
-            task = self._queue.popleft()
-            if task.key == first.key and rows + task.size <= self.params.max_batch_size:
-                taken.append(task)
-                rows += task.size
-            else:
-                kept.append(task)
-        self._queue.extendleft(reversed(kept))
-        return taken
 
     def _run(self, loop: asyncio.AbstractEventLoop, tasks: list[Task]) -> None:
         sizes = [t.size for t in tasks]
@@ -354,16 +349,8 @@ class LoopBatcher:
         if exc is not None:
             _settle([(t.future, exc) for t in tasks], failed=True)
         else:
-            outputs = future.result()
-            if target > total:
-                outputs = {
-                    k: v[:total] if getattr(v, "ndim", 0) and v.shape[0] == target else v
-                    for k, v in outputs.items()
-                }
-            if self._on_batch is not None:
-                now = time.perf_counter()
-                self._on_batch(total, [now - t.enqueued for t in tasks])
-            _settle(list(zip([t.future for t in tasks], split(outputs, sizes, total), strict=True)), False)
+            answers = self._answers(tasks, future.result(), sizes, total, target)
+            _settle(list(zip([t.future for t in tasks], answers, strict=True)), False)
         if self._queue:
             self._dispatch(loop)
 

@@ -58,6 +58,10 @@ def signature_of(servable: Servable, name: str) -> Any:
 
 
 def tensors_call(signature: str, inputs: dict[str, np.ndarray], outputs: tuple[str, ...] = ()) -> Call:
+    if len(inputs) == 1:  # the usual case (serialized tf.Examples): no sets, no sorting
+        ((name, v),) = inputs.items()
+        key = ("tensors", signature, outputs, ((name, v.dtype.str, v.shape[1:]),))
+        return Call(key, inputs, v.shape[0] if v.ndim else None)
     sizes = {v.shape[0] if v.ndim else None for v in inputs.values()}
     size = sizes.pop() if len(sizes) == 1 else None
     layout = tuple(sorted((k, v.dtype.str, v.shape[1:]) for k, v in inputs.items()))
@@ -215,9 +219,7 @@ def _examples_call(
             f"Signature {sig.name!r} takes {sig.inputs[input_key].dtype} input {input_key!r}, not serialized "
             "tf.Examples; use :predict for it"
         )
-    # what tensors_call() would build for one 1-D object array, without inspecting it (a hot path)
-    key = ("tensors", sig.name, outputs, ((input_key, "|O", ()),))
-    return Call(key, {input_key: serialized}, len(serialized))
+    return tensors_call(sig.name, {input_key: serialized}, outputs)
 
 
 class InferenceService:

@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,12 +158,7 @@ async def _run(
                 log.info("--grpc_channel_arguments apply to --grpc_frontend=grpcio only: ignored")
             grpc_server = GrpcServer(methods, options.max_request_bytes)
         if options.port:
-            try:
-                await grpc_server.listen(options.host, options.port)
-            except OSError as exc:
-                raise UsageError(
-                    f"Could not bind the gRPC port {options.host}:{options.port}: {exc.strerror or exc}"
-                ) from exc
+            await _bind("gRPC", options.host, options.port, grpc_server.listen(options.host, options.port))
         if options.grpc_socket_path:
             try:
                 os.unlink(options.grpc_socket_path)  # a socket left by an earlier server
@@ -177,12 +172,9 @@ async def _run(
         http = HttpServer(
             RestApi(service, metrics, prometheus, options.max_request_bytes, options.rest_api_timeout_in_ms)
         )
-        try:
-            await http.start(options.host, options.rest_api_port)
-        except OSError as exc:
-            raise UsageError(
-                f"Could not bind the REST port {options.host}:{options.rest_api_port}: {exc.strerror}"
-            ) from exc
+        await _bind(
+            "REST", options.host, options.rest_api_port, http.start(options.host, options.rest_api_port)
+        )
     parts = []
     if grpc_server is not None and options.port:
         parts.append(f"gRPC at {options.host}:{options.port}")
@@ -247,6 +239,14 @@ def _read(path: str) -> str | None:
             return f.read()
     except OSError:
         return None
+
+
+async def _bind(what: str, host: str, port: int, listen: Awaitable[Any]) -> None:
+    """Start listening, or one line saying which port could not be bound and why."""
+    try:
+        await listen
+    except OSError as exc:
+        raise UsageError(f"Could not bind the {what} port {host}:{port}: {exc.strerror or exc}") from exc
 
 
 def _event_loop_run(options: ServeOptions, main: Coroutine[Any, Any, int]) -> int:
