@@ -162,6 +162,26 @@ def test_oversized_body_gets_413_without_being_read(server: Server) -> None:
     assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Transfer-Encoding: chunked\r\n\r\n-10\r\n",  # used to loop the event loop forever
+        b"Transfer-Encoding: chunked\r\n\r\n+a\r\n",
+        b"Transfer-Encoding: chunked\r\n\r\n1_e\r\n",
+        b"Transfer-Encoding: chunked\r\n\r\n0x1e\r\n",
+        b"Content-Length: -1\r\n\r\n",
+        b"Content-Length: +30\r\n\r\n",
+        b"Content-Length: 3_0\r\n\r\n",
+    ],
+)
+def test_malformed_lengths_get_400_and_the_server_keeps_serving(server: Server, framing: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", server.rest_port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/models/hp:predict HTTP/1.1\r\nHost: x\r\n" + framing)
+        reply = sock.recv(65536).decode()
+    assert reply.startswith("HTTP/1.1 400"), reply
+    assert predict(server, "hp", {"instances": [2.0]}).json() == {"predictions": [3.0]}
+
+
 def test_bad_model_status_and_others_keep_serving(server: Server) -> None:
     st = server.get("/v1/models/bad").json()["model_version_status"][0]
     assert st["version"] == "123" and st["state"] == "END"

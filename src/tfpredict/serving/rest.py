@@ -34,6 +34,10 @@ MODEL_PATH = re.compile(
     r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?", re.I
 )
 MAX_HEADER_BYTES = 64 * 1024
+# RFC 9112: a Content-Length is 1*DIGIT and a chunk size 1*HEXDIG (then optional ";ext"). Python's int()
+# also takes a sign, "_" and spaces: a chunk size of "-10" used to loop the event loop forever.
+CONTENT_LENGTH = re.compile(rb"[0-9]{1,19}")
+CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?")
 DECODE_IN_THREAD_BYTES = 1 << 20  # decode big bodies off the event loop
 REASONS = {
     100: "Continue",
@@ -339,11 +343,10 @@ class HttpConnection(asyncio.Protocol):
         chunked = "chunked" in headers.get("transfer-encoding", "").lower()
         length: int | None = 0
         if not chunked and "content-length" in headers:
-            try:
-                length = int(headers["content-length"])
-            except ValueError:
+            if not CONTENT_LENGTH.fullmatch(headers["content-length"].encode("latin-1")):
                 self._reject(400, "Invalid Content-Length")
                 return False
+            length = int(headers["content-length"])
             limit = self.server.api.max_request_bytes
             if length > limit:
                 self._reject(
@@ -366,11 +369,11 @@ class HttpConnection(asyncio.Protocol):
             end = self.buf.find(b"\r\n")
             if end < 0:
                 return None
-            try:
-                size = int(bytes(self.buf[:end]).split(b";")[0], 16)
-            except ValueError:
-                self._reject(400, "Malformed chunked encoding")
+            match = CHUNK_SIZE.fullmatch(bytes(self.buf[:end]))
+            if match is None:
+                self._reject(400, "Malformed chunked encoding: invalid chunk size")
                 return None
+            size = int(match.group(1), 16)
             if size == 0:
                 trailer_end = self.buf.find(b"\r\n\r\n", end)
                 if self.buf[end : end + 4] == b"\r\n\r\n":
