@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("export", help="SavedModel version dir, or a base dir of numeric versions")
     inspect.add_argument("--signature", help="signature to describe (default: predict, else serving_default)")
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
+    inspect.add_argument(
+        "--tags", help="the meta graph's tag set, comma-separated (default: the serving one, e.g. serve)"
+    )
     inspect.set_defaults(run=run_inspect)
 
     for register in _subcommands():
@@ -49,7 +52,8 @@ def _subcommands() -> list[Callable[[Any], object]]:
 def run_inspect(args: argparse.Namespace) -> int:
     from .inspect import describe, format_description
 
-    info = describe(args.export, signature=args.signature)
+    tags = [t.strip() for t in args.tags.split(",") if t.strip()] if args.tags else None
+    info = describe(args.export, signature=args.signature, tags=tags)
     if args.json:
         print(json.dumps(info, indent=2))
     else:

@@ -8,15 +8,19 @@ from typing import Any
 from .predictor import Predictor
 
 
-def describe(export: str | os.PathLike[str], signature: str | None = None) -> dict[str, Any]:
-    """Signatures, the feature schema of each, outputs, and the path predict() takes."""
-    predictor = Predictor.load(export, signature=signature)
+def describe(
+    export: str | os.PathLike[str], signature: str | None = None, tags: list[str] | None = None
+) -> dict[str, Any]:
+    """Signatures, the feature schema of each, outputs, the path predict() takes and why, and what was
+    rewritten at load."""
+    predictor = Predictor.load(export, signature=signature, tags=tags)
     try:
         sigs = {}
         for name, sig in sorted(predictor.signatures.items()):
             sigs[name] = {
                 "method_name": sig.method_name,
                 "path": predictor.path_for(name),
+                "path_reason": predictor.path_reason_for(name),
                 "inputs": {k: _tensor(v) for k, v in sig.inputs.items()},
                 "features": {
                     k: {
@@ -35,6 +39,10 @@ def describe(export: str | os.PathLike[str], signature: str | None = None) -> di
             "version": predictor.version,
             "default_signature": predictor.signature,
             "path": predictor.path,
+            "tags": predictor.tags,
+            "written_by": predictor.producer or None,
+            "rewrites": predictor.rewrites,
+            "inlined_calls": predictor.inlined,
             "signatures": sigs,
         }
     finally:
@@ -50,10 +58,15 @@ def format_description(info: dict[str, Any]) -> str:
         f"export:    {info['export_dir']}"
         + (f" (version {info['version']})" if info["version"] is not None else ""),
         f"default:   {info['default_signature']} (path: {info['path']})",
-        "",
+        f"tags:      [{', '.join(info['tags'])}]"
+        + (f", written by TensorFlow {info['written_by']}" if info["written_by"] else ""),
     ]
+    for rewrite in info["rewrites"]:
+        lines.append(f"rewrite:   {rewrite}")
+    lines.append("")
     for name, sig in info["signatures"].items():
         lines.append(f"signature {name!r}  [{sig['method_name']}]  path: {sig['path']}")
+        lines.append(f"  why:  {sig['path_reason']}")
         lines.append("  features:")
         for key, f in sig["features"].items():
             shape = "[" + ",".join("?" if d is None else str(d) for d in f["shape"]) + "]"

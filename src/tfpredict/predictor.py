@@ -58,6 +58,7 @@ class _Plan:
                 log.info("signature %s: fast path unavailable (%s)", signature.name, parse.why_not)
         else:
             self.path = PATH_TENSORS
+        self.parse_op = parse.op_type if parse is not None else ""
         if parse is not None:
             self.features: dict[str, FeatureSpec] = dict(parse.features)
         else:
@@ -106,6 +107,10 @@ class Predictor:
         self._session = session
         self._functions: FunctionSignatures | None = None  # set when a graph session cannot run the export
         self._fast_path = fast_path
+        self.tags: list[str] = []  # the tag set loaded
+        self.producer = ""  # the TensorFlow version that wrote the export ("" when it does not say)
+        self.rewrites: list[str] = []  # legacy ops replaced by current ones at load (legacy_ops.py)
+        self.inlined: list[str] = []  # function calls spliced into the graph to reach a parse op (inline.py)
         self._plans: dict[str, _Plan] = {}
         self._callables: dict[tuple[Any, ...], Any] = {}
         self._lock = threading.Lock()
@@ -121,17 +126,20 @@ class Predictor:
         xla: bool = False,
         batch_size: int = DEFAULT_BATCH_SIZE,
         fast_path: bool = True,
+        tags: list[str] | None = None,
     ) -> Predictor:
         """Load a SavedModel version directory, or the highest numeric version of a base directory.
 
         signature: the default for predict(); by default "predict" (what Estimator.predict returns)
         when the export has it, else "serving_default", else the only one. Threads: TensorFlow's
         intra-op (inside one op) and inter-op (ops side by side) pools; None leaves TF's choice (all cores).
+        tags: the meta graph's tag set (TF Serving's --saved_model_tags); by default the serving one.
         """
         export_dir = resolve_export_dir(path)
         config = session_config(intra_op_threads, inter_op_threads, xla)
-        graph, session, meta = load_session(export_dir, config)
-        signatures = signatures_of(meta)
+        loaded = load_session(export_dir, config, tags)
+        graph, session = loaded.graph, loaded.session
+        signatures = signatures_of(loaded.meta, graph)
         if not signatures:
             session.close()
             raise ModelLoadError(f"SavedModel {export_dir} has no signatures to call")
@@ -142,6 +150,10 @@ class Predictor:
                 f"No signature {chosen!r} in {export_dir}; it has: {', '.join(sorted(signatures))}"
             )
         predictor = cls(export_dir, graph, session, signatures, chosen, batch_size, fast_path)
+        predictor.tags = loaded.tags
+        predictor.producer = loaded.producer
+        predictor.rewrites = loaded.rewrites
+        predictor.inlined = loaded.inlined
         missing = unrestored_variables(graph, session)
         if missing:
             log.info(
@@ -173,6 +185,19 @@ class Predictor:
 
     def path_for(self, signature: str) -> str:
         return self._plan(signature).path
+
+    def path_reason_for(self, signature: str) -> str:
+        """Why a signature takes its path, in words (for `tfpredict inspect` and the doctor)."""
+        plan = self._plan(signature)
+        where = " (the parse op is inside a tf.function, inlined at load)" if self.inlined else ""
+        if plan.path == PATH_FEATURES:
+            return f"parsed features fed past {plan.parse_op}{where}: no tf.Example is built"
+        if plan.path == PATH_EXAMPLES:
+            why = plan.parse.why_not if plan.parse is not None and plan.parse.why_not else "fast_path=False"
+            return f"rows serialized to tf.Example, then the signature as exported: {why}"
+        if self._functions is not None:
+            return "a raw signature called as a TF2 function (a graph session cannot restore its variables)"
+        return "a raw signature: its own input tensors are fed"
 
     def serialized_input_for(self, signature: str | None = None) -> str | None:
         """The signature input that takes serialized tf.Examples (for `run`), or None for a raw signature."""

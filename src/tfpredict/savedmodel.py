@@ -65,6 +65,7 @@ class ParseSpec:
     sparse: dict[str, SparseFeed] = field(default_factory=dict)
     prunable: bool = True  # False when the model also reads the serialized strings some other way
     why_not: str = ""
+    op_type: str = "ParseExample"  # or ParseExampleV2
 
 
 def resolve_export_dir(path: str | os.PathLike[str]) -> Path:
@@ -88,8 +89,8 @@ def _has_saved_model(path: Path) -> bool:
     return any((path / name).is_file() for name in SAVED_MODEL_FILES)
 
 
-def read_tags(export_dir: Path) -> list[set[str]]:
-    """The tag sets of the meta graphs in a SavedModel."""
+def read_saved_model(export_dir: Path) -> Any:
+    """The SavedModel proto of an export directory (binary or text)."""
     proto = saved_model_pb2.SavedModel()
     pb = export_dir / "saved_model.pb"
     try:
@@ -101,20 +102,39 @@ def read_tags(export_dir: Path) -> list[set[str]]:
             text_format.Parse((export_dir / "saved_model.pbtxt").read_text(), proto)
     except Exception as exc:  # a corrupt file: protobuf raises DecodeError and friends
         raise ModelLoadError(f"Not a valid SavedModel: {export_dir}: {exc}") from exc
-    return [set(mg.meta_info_def.tags) for mg in proto.meta_graphs]
+    return proto
 
 
-def choose_tags(export_dir: Path) -> list[str]:
+def read_tags(export_dir: Path) -> list[set[str]]:
+    """The tag sets of the meta graphs in a SavedModel."""
+    return [set(mg.meta_info_def.tags) for mg in read_saved_model(export_dir).meta_graphs]
+
+
+def choose_tags(export_dir: Path, tags: Iterable[str] | None = None) -> list[str]:
+    """The tag set to load: `tags` when given (it must exist), else the serving one (TF Serving's choice)."""
     tag_sets = read_tags(export_dir)
     if not tag_sets:
         raise ModelLoadError(f"Not a valid SavedModel: {export_dir} holds no meta graph")
-    for tags in tag_sets:
-        if tags == {"serve"}:
+    shown = ", ".join("[" + ", ".join(sorted(t)) + "]" for t in tag_sets)
+    if tags is not None:
+        wanted = set(tags)
+        if wanted not in tag_sets:
+            raise ModelLoadError(f"SavedModel {export_dir} has no tag set [{', '.join(sorted(wanted))}]; it has {shown}")
+        return sorted(wanted)
+    for found in tag_sets:
+        if found == {"serve"}:
             return ["serve"]
-    for tags in tag_sets:
-        if "serve" in tags and "gpu" not in tags and "tpu" not in tags:
-            return sorted(tags)
-    return sorted(tag_sets[0])
+    for found in tag_sets:
+        if "serve" in found and "gpu" not in found and "tpu" not in found:
+            return sorted(found)
+    for found in tag_sets:
+        if "serve" in found:
+            return sorted(found)
+    kind = " (a TFMA evaluation export)" if any("eval" in t for t in tag_sets) else ""
+    raise ModelLoadError(
+        f"SavedModel {export_dir} has only the tag set{'s' if len(tag_sets) > 1 else ''} {shown}{kind}; "
+        "tfpredict needs a serving export (tag 'serve'), or name a tag set with --tags / tags="
+    )
 
 
 def session_config(
@@ -131,9 +151,36 @@ def session_config(
     return config
 
 
-def load_session(export_dir: Path, config: Any) -> tuple[Any, Any, Any]:
-    """Load the export into a fresh graph and session; returns (graph, session, meta_graph_def)."""
-    tags = choose_tags(export_dir)
+@dataclass
+class LoadedGraph:
+    """An export imported into a graph session, with what was changed on the way in."""
+
+    graph: Any
+    session: Any
+    meta: Any  # the MetaGraphDef as imported (after rewrites)
+    tags: list[str]
+    producer: str  # the TensorFlow version that wrote the export, "" when it does not say
+    rewrites: list[str]  # legacy-op rewrites applied, one line per kind
+    inlined: list[str]  # function call nodes spliced into the graph (parsing inside a tf.function)
+
+
+def load_session(export_dir: Path, config: Any, tags: Iterable[str] | None = None) -> LoadedGraph:
+    """Load the export into a fresh graph and session, rewriting legacy ops and inlining the functions a
+    signature's serialized tf.Examples flow into (see legacy_ops.py, inline.py) before the import."""
+    from tensorflow.python.saved_model import loader_impl
+
+    from .inline import inline_serialized_input_calls
+    from .legacy_ops import rewrite_legacy_ops
+
+    chosen = choose_tags(export_dir, tags)
+    try:
+        loader = loader_impl.SavedModelLoader(str(export_dir))
+        meta = loader.get_meta_graph_def_from_tags(chosen)
+    except Exception as exc:
+        raise ModelLoadError(f"Cannot load SavedModel {export_dir}: {_first_line(exc)}") from exc
+    producer = meta.meta_info_def.tensorflow_version
+    inlined = inline_serialized_input_calls(meta.graph_def, _unparsed_string_inputs(meta))
+    rewrites = rewrite_legacy_ops(meta.graph_def, producer)
     graph = tf.Graph()
     session = tf.compat.v1.Session(graph=graph, config=config)
     tf_log = tf.get_logger()
@@ -141,14 +188,42 @@ def load_session(export_dir: Path, config: Any) -> tuple[Any, Any, Any]:
     tf_log.setLevel(logging.ERROR)  # the v1 loader warns it is deprecated on every load
     try:
         with graph.as_default():
-            meta = tf.compat.v1.saved_model.loader.load(session, tags, str(export_dir))
+            loaded = loader.load(session, chosen)  # reads the meta graph we rewrote in place
     except Exception as exc:
         session.close()
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"Cannot load SavedModel {export_dir}: {first}") from exc
+        raise ModelLoadError(f"Cannot load SavedModel {export_dir}: {_first_line(exc)}") from exc
     finally:
         tf_log.setLevel(level)
-    return graph, session, meta
+    return LoadedGraph(graph, session, loaded, chosen, producer, rewrites, inlined)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _unparsed_string_inputs(meta: Any) -> list[str]:
+    """The string inputs of one-input signatures whose tensor no parse op reads directly: the serialized
+    tf.Examples of a TF2 function that parses them inside (candidates for inlining)."""
+    by_name = {n.name: n for n in meta.graph_def.node}
+    readers: dict[str, set[str]] = {}
+    for node in meta.graph_def.node:
+        for ref in node.input:
+            readers.setdefault(ref.split(":")[0], set()).add(node.op)
+    found = []
+    for key, sig in meta.signature_def.items():
+        if key.startswith("__") or len(sig.inputs) != 1:
+            continue
+        (info,) = sig.inputs.values()
+        name = info.name.split(":")[0]
+        node = by_name.get(name)
+        dtype = node.attr["dtype"].type if node is not None and "dtype" in node.attr else info.dtype
+        if dtype != tf.string.as_datatype_enum:
+            continue
+        ops = readers.get(name, set())
+        if ops & {"PartitionedCall", "StatefulPartitionedCall", "Identity"} and not ops & set(PARSE_OPS):
+            found.append(info.name)
+    return sorted(set(found))
 
 
 def unrestored_variables(graph: Any, session: Any) -> list[str]:
@@ -186,7 +261,10 @@ class FunctionSignatures:
         return call
 
 
-def signatures_of(meta: Any) -> dict[str, SignatureInfo]:
+def signatures_of(meta: Any, graph: Any = None) -> dict[str, SignatureInfo]:
+    """The callable signatures. With `graph`, each tensor's dtype is the graph's own: a signature that
+    mislabels its input (TF Serving's half_plus_three declares serialized tf.Examples as DT_FLOAT) is
+    fed what the graph really takes."""
     result = {}
     for key, sig in meta.signature_def.items():
         if key.startswith("__"):  # __saved_model_init_op and friends are not callable signatures
@@ -195,14 +273,19 @@ def signatures_of(meta: Any) -> dict[str, SignatureInfo]:
             name=key,
             method_name=sig.method_name,
             # Sorted: a protobuf map has no stable order, and output files should have one.
-            inputs={k: _tensor_info(k, sig.inputs[k]) for k in sorted(sig.inputs)},
-            outputs={k: _tensor_info(k, sig.outputs[k]) for k in sorted(sig.outputs)},
+            inputs={k: _tensor_info(k, sig.inputs[k], graph) for k in sorted(sig.inputs)},
+            outputs={k: _tensor_info(k, sig.outputs[k], graph) for k in sorted(sig.outputs)},
         )
     return result
 
 
-def _tensor_info(key: str, info: Any) -> TensorInfo:
+def _tensor_info(key: str, info: Any, graph: Any = None) -> TensorInfo:
     dtype = tf.dtypes.as_dtype(info.dtype).name if info.dtype else "unknown"
+    if graph is not None and info.name:
+        try:
+            dtype = graph.get_tensor_by_name(info.name).dtype.base_dtype.name
+        except (KeyError, ValueError):  # a sparse or composite signature tensor: keep the declared dtype
+            pass
     if info.tensor_shape.unknown_rank:
         shape = None
     else:
@@ -260,7 +343,7 @@ def _reaches(outputs: Iterable[Any], stop: set[Any], target: Any) -> bool:
 
 def _read_parse_op(op: Any, session: Any) -> ParseSpec:
     """Decode the keys, dtypes, shapes and defaults of a ParseExample / ParseExampleV2 op."""
-    spec = ParseSpec(serialized_input="")
+    spec = ParseSpec(serialized_input="", op_type=op.type)
     if op.type == "ParseExampleV2":
         num_sparse = op.get_attr("num_sparse")
         dense_types = op.get_attr("Tdense")
