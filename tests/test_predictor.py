@@ -104,7 +104,7 @@ def test_unknown_output(dnn: Predictor) -> None:
 
 def test_single_row_dict_of_scalars(dnn: Predictor) -> None:
     frame = _frame(dnn)
-    row = {k: v for k, v in frame.iloc[2].to_dict().items() if v == v}
+    row = {k: (v if v == v else None) for k, v in frame.iloc[2].to_dict().items()}  # NaN: a missing value
     got = dnn.predict(row)
     want = {k: [v[2]] for k, v in DNN.expected.items()}
     assert_matches(got, want, "single row")

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from . import features as F
 from .errors import InputError, UsageError
-from .io.readers import Chunk, InputFile, expand_inputs, read_inputs, split_bad_rows
+from .io.readers import Chunk, InputFile, expand_inputs, input_columns, read_inputs, split_bad_rows
 from .io.writers import (
     BadRowsWriter,
     check_output_path,
@@ -146,18 +147,37 @@ def _thread(run: _Run, name: str, target: Callable[[], None]) -> threading.Threa
 class _Model:
     """How one run calls the predictor: converted feeds, or serialized tf.Examples straight from TFRecord."""
 
-    def __init__(self, predictor: Predictor, signature: str, outputs: list[str] | None) -> None:
+    def __init__(
+        self,
+        predictor: Predictor,
+        signature: str,
+        outputs: list[str] | None,
+        allow_missing: F.AllowMissing = (),
+        assembled: dict[str, list[str]] | None = None,
+    ) -> None:
         self.predictor = predictor
         self.signature = signature
         self.outputs = outputs
-        self.schema = predictor.inputs_for(signature)
+        self.features = predictor.inputs_for(signature)
+        self.allow_missing = allow_missing
+        self.assembled = assembled or {}
+        self.schema = F.source_schema(self.features, self.assembled)  # the columns the readers read
         self.path = predictor.path_for(signature)
         self.serialized_input = _serialized_input(predictor, signature, self.path)
 
     def convert(self, chunk: Chunk) -> Any:
         if chunk.serialized is not None:
             return None
-        return self.predictor.convert(chunk.batch, signature=self.signature)
+        return self.convert_batch(chunk.batch)
+
+    def convert_batch(self, batch: pa.RecordBatch) -> Any:
+        return self.predictor.convert(
+            batch, signature=self.signature, allow_missing=self.allow_missing, assemble=self.assembled
+        )
+
+    def table(self, batch: pa.RecordBatch) -> F.Table:
+        """Rows with the assembled inputs built (what the predictor's own methods take)."""
+        return F.input_table(batch, self.features, self.allow_missing, self.assembled)
 
     def predict(self, chunk: Chunk, feeds: Any) -> dict[str, np.ndarray]:
         if chunk.serialized is not None:
@@ -185,14 +205,14 @@ def _first_bad_row(model: _Model, chunk: Chunk) -> tuple[int, str]:
     while hi - lo > 1:
         mid = (lo + hi) // 2
         try:
-            model.predictor.convert(chunk.batch.slice(lo, mid - lo), signature=model.signature)
+            model.convert_batch(chunk.batch.slice(lo, mid - lo))
         except InputError as e:
             message = e.message
             hi = mid
             continue
         lo = mid
     try:
-        model.predictor.convert(chunk.batch.slice(lo, 1), signature=model.signature)
+        model.convert_batch(chunk.batch.slice(lo, 1))
     except InputError as e:
         message = e.message
     return lo, _ROW_PREFIX.sub("", message)
@@ -201,7 +221,7 @@ def _first_bad_row(model: _Model, chunk: Chunk) -> tuple[int, str]:
 def _bad_rows_of(model: _Model, chunk: Chunk, start: int, stop: int, found: dict[int, str]) -> None:
     """All rows in [start, stop) whose conversion fails, with their messages (bisection)."""
     try:
-        model.predictor.convert(chunk.batch.slice(start, stop - start), signature=model.signature)
+        model.convert_batch(chunk.batch.slice(start, stop - start))
         return
     except InputError as e:
         if stop - start == 1:
@@ -253,6 +273,8 @@ def predict_files(
     model_workers: int = MODEL_WORKERS,
     progress: Callable[[int], None] | None = None,
     on_start: Callable[[list[InputFile]], None] | None = None,
+    allow_missing: F.AllowMissing | None = None,
+    assemble: F.Assemble | None = None,
 ) -> PredictResult:
     """Predict every row of `inputs` (CSV, Parquet, JSON Lines, TFRecord files, globs or directories) with
     an export and write one row per input row to `output` (.parquet, .csv or .jsonl), in input order.
@@ -262,6 +284,9 @@ def predict_files(
     threads / inter_op_threads: TensorFlow's intra-op and inter-op pools (default: TF's choice, all cores).
     model_workers: model calls in flight at once (outputs still come back in input order).
     progress(rows) is called after each written batch.
+    allow_missing: columns a file may lack (True: any), each then missing in every row; without it a
+    file that lacks a column the model reads fails before any prediction. assemble: {input: source
+    columns} ("f0:f63" is a range in the first file's column order). Both default to the Predictor's.
     """
     started = time.perf_counter()
     batch_size = batch_size or DEFAULT_BATCH_SIZE
@@ -288,7 +313,14 @@ def predict_files(
     owned = predictor is not export
     threads_: list[threading.Thread] = []
     try:
-        model = _Model(predictor, signature or predictor.signature, list(outputs) if outputs else None)
+        wanted = predictor.assemble if assemble is None else assemble
+        model = _Model(
+            predictor,
+            signature or predictor.signature,
+            list(outputs) if outputs else None,
+            predictor.allow_missing if allow_missing is None else allow_missing,
+            F.resolve_assemble(wanted, input_columns(files[0]) if wanted else None),
+        )
         available = list(predictor.signatures[model.signature].outputs)
         selected = list(outputs) if outputs else available
         unknown = [o for o in selected if o not in available]
@@ -321,6 +353,8 @@ def predict_files(
                 keep,
                 lenient=lenient,
                 tfrecord_serialized=tfrecord_serialized,
+                allow_missing=model.allow_missing,
+                assembled=model.assembled,
             )
             t = time.perf_counter()
             for chunk in chunks:
@@ -416,7 +450,9 @@ def predict_files(
                 bad_writer.close()
         seconds = time.perf_counter() - started
         log.debug("stage busy seconds: %s", {k: round(v, 3) for k, v in run.busy.items()})
-        clusters = predictor.xla_clusters(probe, signature=model.signature) if probe is not None else None
+        clusters = None
+        if probe is not None:
+            clusters = predictor.xla_clusters(model.table(probe), signature=model.signature)
         return PredictResult(
             rows=rows,
             seconds=seconds,

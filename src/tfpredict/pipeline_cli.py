@@ -59,6 +59,7 @@ def add_predict_parser(subparsers: Any) -> None:
         metavar="FILE",
         help="write rows that cannot be read or converted here (.jsonl or .csv) and carry on",
     )
+    add_column_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
     p.add_argument(
         "--engine",
@@ -73,6 +74,40 @@ def add_predict_parser(subparsers: Any) -> None:
         "--workers", type=int, help="--engine ray: predictor actors (default: one per cluster node)"
     )
     p.set_defaults(run=run_predict)
+
+
+def add_column_options(p: argparse.ArgumentParser) -> None:
+    """--allow-missing and --assemble: which input columns feed the model (predict and doctor share them)."""
+    p.add_argument(
+        "--allow-missing",
+        action="append",
+        default=[],
+        metavar="COL[,COL...]",
+        help="columns the input may lack, each then missing in every row (default: a missing column "
+        "the model reads is an error)",
+    )
+    p.add_argument(
+        "--assemble",
+        action="append",
+        default=[],
+        metavar="INPUT=COLS",
+        help="build one tensor input from several columns: features=f0:f63 (a range, in file order) or "
+        "features=f0,f1,f2; repeatable",
+    )
+
+
+def column_options(args: argparse.Namespace) -> dict[str, Any]:
+    """allow_missing / assemble keyword arguments from --allow-missing and --assemble."""
+    allow = [c.strip() for text in getattr(args, "allow_missing", None) or [] for c in text.split(",")]
+    assemble: dict[str, str] = {}
+    for text in getattr(args, "assemble", None) or []:
+        name, sep, columns = text.partition("=")
+        if not sep or not name.strip() or not columns.strip():
+            raise UsageError(f"--assemble {text!r}: expected INPUT=FIRST:LAST or INPUT=COL,COL,...")
+        if name.strip() in assemble:
+            raise UsageError(f"--assemble: input {name.strip()!r} given twice")
+        assemble[name.strip()] = columns.strip()
+    return {"allow_missing": [c for c in allow if c], "assemble": assemble}
 
 
 class _Progress:
@@ -154,6 +189,7 @@ def run_predict(args: argparse.Namespace) -> int:
                 bad_rows=args.bad_rows,
                 progress=progress.update,
                 on_start=progress.start,
+                **column_options(args),
             )
     except Terminated:
         progress.close()
@@ -173,4 +209,4 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["add_predict_parser", "run_predict"]
+__all__ = ["add_column_options", "add_predict_parser", "column_options", "run_predict"]

@@ -88,6 +88,9 @@ class Predictor:
     """A loaded export. Thread-safe: one Predictor serves concurrent `predict` calls from many threads
     (TensorFlow sessions run concurrently and release the GIL while they compute)."""
 
+    allow_missing: F.AllowMissing = ()  # predict()'s default: no column may be absent
+    assemble: dict[str, str | list[str]] = {}  # noqa: RUF012 - replaced, never mutated
+
     def __init__(
         self,
         export_dir: Path,
@@ -127,6 +130,8 @@ class Predictor:
         batch_size: int = DEFAULT_BATCH_SIZE,
         fast_path: bool = True,
         tags: list[str] | None = None,
+        allow_missing: F.AllowMissing = (),
+        assemble: F.Assemble | None = None,
     ) -> Predictor:
         """Load a SavedModel version directory, or the highest numeric version of a base directory.
 
@@ -134,6 +139,7 @@ class Predictor:
         when the export has it, else "serving_default", else the only one. Threads: TensorFlow's
         intra-op (inside one op) and inter-op (ops side by side) pools; None leaves TF's choice (all cores).
         tags: the meta graph's tag set (TF Serving's --saved_model_tags); by default the serving one.
+        allow_missing, assemble: the defaults of predict()'s and convert()'s arguments of the same names.
         """
         export_dir = resolve_export_dir(path)
         config = session_config(intra_op_threads, inter_op_threads, xla)
@@ -154,6 +160,8 @@ class Predictor:
         predictor.producer = loaded.producer
         predictor.rewrites = loaded.rewrites
         predictor.inlined = loaded.inlined
+        predictor.allow_missing = allow_missing if isinstance(allow_missing, bool) else tuple(allow_missing)
+        predictor.assemble = dict(assemble or {})
         missing = unrestored_variables(graph, session)
         if missing:
             log.info(
@@ -163,6 +171,7 @@ class Predictor:
             )
             predictor._functions = FunctionSignatures(export_dir)
         predictor._plan(chosen)  # fail at load, not at the first call, if the signature is unusable
+        F.check_assemble(predictor.inputs, predictor.assemble)
         return predictor
 
     # ---------------------------------------------------------------- what the model wants and gives
@@ -206,12 +215,27 @@ class Predictor:
 
     # ---------------------------------------------------------------- predicting
     def predict(
-        self, data: Any, *, signature: str | None = None, outputs: list[str] | None = None
+        self,
+        data: Any,
+        *,
+        signature: str | None = None,
+        outputs: list[str] | None = None,
+        allow_missing: F.AllowMissing | None = None,
+        assemble: F.Assemble | None = None,
     ) -> dict[str, np.ndarray]:
         """Predict every row of `data` (DataFrame, Arrow Table/RecordBatch, dict of columns, list of row
-        dicts, or one row as a dict of scalars). Returns {output name: array with one entry per row}."""
+        dicts, or one row as a dict of scalars). Returns {output name: array with one entry per row}.
+
+        A column the model reads that `data` lacks is an InputError, unless allow_missing names it (or is
+        True): it then reads as missing in every row. assemble: {input: source columns} builds one tensor
+        input from several columns (["f0", "f1"], "f0:f63" or "f0,f1"). Both default to load()'s."""
         plan = self._plan(signature or self.signature)
-        table = F.as_table(data, needed=list(plan.features))
+        table = F.input_table(
+            data,
+            plan.features,
+            self.allow_missing if allow_missing is None else allow_missing,
+            self.assemble if assemble is None else assemble,
+        )
         if table.num_rows <= self.batch_size:
             return self.predict_feeds(self._convert(plan, table), outputs=outputs)
         parts = [
@@ -220,10 +244,24 @@ class Predictor:
         ]
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
-    def convert(self, data: Any, *, signature: str | None = None) -> Feeds:
-        """Turn rows into feed arrays (the CPU-side half of predict, for pipelines that overlap stages)."""
+    def convert(
+        self,
+        data: Any,
+        *,
+        signature: str | None = None,
+        allow_missing: F.AllowMissing | None = None,
+        assemble: F.Assemble | None = None,
+    ) -> Feeds:
+        """Turn rows into feed arrays (the CPU-side half of predict, for pipelines that overlap stages);
+        allow_missing and assemble as in predict()."""
         plan = self._plan(signature or self.signature)
-        return self._convert(plan, F.as_table(data, needed=list(plan.features)))
+        table = F.input_table(
+            data,
+            plan.features,
+            self.allow_missing if allow_missing is None else allow_missing,
+            self.assemble if assemble is None else assemble,
+        )
+        return self._convert(plan, table)
 
     def predict_feeds(self, feeds: Feeds, *, outputs: list[str] | None = None) -> dict[str, np.ndarray]:
         """Run the model on converted feeds."""

@@ -67,14 +67,14 @@ def test_bad_number_names_file_line_column_and_value(tmp_path: Path) -> None:
     text = "x,n\n" + "".join(f"{i},1\n" for i in range(5000)) + "12a,1\n"
     (f,) = expand_inputs([one_file(tmp_path, "bad.csv", text)])
     with pytest.raises(InputError) as info:
-        list(read_csv(f, SCHEMA, 1000, block_size=4096))
+        list(read_csv(f, SCHEMA, 1000, block_size=4096, allow_missing=True))
     assert info.value.message == f"{f.path}, line 5002, column 'x': expected a number, found '12a'"
 
 
 def test_lenient_csv_sets_bad_rows_aside(tmp_path: Path) -> None:
     text = "x,n\n1,1\nfoo,2\n3,x3\n4,4\n"
     (f,) = expand_inputs([one_file(tmp_path, "bad.csv", text)])
-    (chunk,) = list(read_csv(f, SCHEMA, 100, lenient=True))
+    (chunk,) = list(read_csv(f, SCHEMA, 100, lenient=True, allow_missing=True))
     assert chunk.batch.column("x").to_pylist() == [1.0, 4.0]
     assert [(b.line, b.reason) for b in chunk.bad_rows] == [
         (3, "column 'x': expected a number, found 'foo'"),
@@ -85,15 +85,17 @@ def test_lenient_csv_sets_bad_rows_aside(tmp_path: Path) -> None:
 def test_missing_column_names_it_and_what_was_found(tmp_path: Path) -> None:
     (f,) = expand_inputs([one_file(tmp_path, "a.csv", "n,zip\n1,a\n")])
     with pytest.raises(
-        InputError, match=r"a.csv: missing column 'x' needed by the model .*columns found: n, zip"
+        InputError, match=r"a.csv: missing columns 'x', 'v' needed by the model .*columns found: n, zip"
     ):
         list(read_csv(f, SCHEMA, 10))
+    with pytest.raises(InputError, match=r"a.csv: missing column 'x' needed by the model"):
+        list(read_csv(f, SCHEMA, 10, allow_missing=["v"]))  # allowing an optional column keeps x required
 
 
 def test_jsonl_streams_in_blocks_with_model_types(tmp_path: Path) -> None:
     lines = [json.dumps({"x": i, "n": i, "zip": "0123", "id": i}) for i in range(3000)]
     (f,) = expand_inputs([one_file(tmp_path, "a.jsonl", "\n".join(lines) + "\n")])
-    chunks = list(read_jsonl(f, SCHEMA, 1000, keep=["id"], block_size=8192))
+    chunks = list(read_jsonl(f, SCHEMA, 1000, keep=["id"], block_size=8192, allow_missing=["v"]))
     assert [c.num_rows for c in chunks] == [1000, 1000, 1000]
     assert chunks[0].batch.schema.field("x").type == pa.float32()  # a JSON int feeds a float feature
     assert chunks[2].batch.column("id").to_pylist()[-1] == 2999
@@ -102,7 +104,7 @@ def test_jsonl_streams_in_blocks_with_model_types(tmp_path: Path) -> None:
 def test_parquet_casts_and_corrupt_file(tmp_path: Path) -> None:
     path = tmp_path / "a.parquet"
     pq.write_table(pa.table({"x": pa.array([1, 2], pa.int32()), "zip": ["1", "2"]}), path)
-    (chunk,) = list(read_inputs(expand_inputs([path]), SCHEMA, 10))
+    (chunk,) = list(read_inputs(expand_inputs([path]), SCHEMA, 10, allow_missing=True))
     assert chunk.batch.schema.field("x").type == pa.float32()
     bad = tmp_path / "b.parquet"
     bad.write_bytes(b"PAR1 not really")
@@ -128,7 +130,7 @@ def test_jsonl_bad_value_names_its_line(tmp_path: Path) -> None:
     lines[1500] = json.dumps({"x": "many", "zip": "a"})
     (f,) = expand_inputs([one_file(tmp_path, "a.jsonl", "\n".join(lines) + "\n")])
     with pytest.raises(InputError) as info:
-        list(read_jsonl(f, SCHEMA, 500, block_size=4096))
+        list(read_jsonl(f, SCHEMA, 500, block_size=4096, allow_missing=True))
     assert info.value.message == f"{f.path}, line 1501, column 'x': expected a number, found 'many'"
 
 
@@ -136,5 +138,5 @@ def test_parquet_text_in_a_number_column_names_its_row(tmp_path: Path) -> None:
     path = tmp_path / "a.parquet"
     pq.write_table(pa.table({"x": ["1", "2", "3", "lots"], "zip": ["a"] * 4}), path, row_group_size=2)
     with pytest.raises(InputError) as info:
-        list(read_inputs(expand_inputs([path]), SCHEMA, 3))
+        list(read_inputs(expand_inputs([path]), SCHEMA, 3, allow_missing=True))
     assert info.value.message == f"{path}, row 4, column 'x': expected a number, found 'lots'"

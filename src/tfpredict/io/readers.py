@@ -14,7 +14,7 @@ import gzip
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from ..errors import InputError
-from ..features import FeatureSpec
+from ..features import AllowMissing, FeatureSpec, missing_columns, missing_message
 
 log = logging.getLogger(__name__)
 
@@ -200,31 +200,38 @@ def column_type(spec: FeatureSpec, fmt: str) -> pa.DataType | None:
     """The Arrow type to read a feature's column as in a file of format fmt (None: leave as found).
 
     Scalar features get their own type. Multi-valued ones are text in CSV (JSON lists, parsed by the core)
-    and lists elsewhere.
+    and lists elsewhere, nested as deep as the feature's shape (float32[3,3]: a list of lists of floats).
     """
     if _scalar(spec):
         return value_type(spec)
     if fmt == "csv":
         return pa.string()
-    return pa.list_(value_type(spec))
+    t = value_type(spec)
+    for _ in range(1 if spec.kind == "varlen" else max(1, len(spec.shape))):
+        t = pa.list_(t)
+    return t
 
 
-def _missing_message(file: InputFile, name: str, spec: FeatureSpec, found: Iterable[str]) -> str:
-    found = list(found)
-    shown = ", ".join(found[:12]) + (", ..." if len(found) > 12 else "")
-    return (
-        f"{file}: missing column '{name}' needed by the model ({spec.describe()}); "
-        f"columns found: {shown or '(none)'}"
-    )
+def _list_depth(t: pa.DataType) -> int:
+    depth = 0
+    while _is_list(t):
+        depth, t = depth + 1, t.value_type
+    return depth
 
 
-def _check_columns(
-    file: InputFile, names: Sequence[str], schema: dict[str, FeatureSpec], keep: Sequence[str]
+def check_columns(
+    file: InputFile,
+    names: Sequence[str],
+    schema: dict[str, FeatureSpec],
+    keep: Sequence[str] = (),
+    allow_missing: AllowMissing = (),
+    assembled: dict[str, list[str]] | None = None,
 ) -> None:
+    """Every column the model reads is in the file (unless allowed to be absent), and every --keep column."""
+    missing = missing_columns(names, schema, allow_missing)
+    if missing:
+        raise InputError(f"{file}: {missing_message(missing, schema, list(names), assembled)}")
     present = set(names)
-    for name, spec in schema.items():
-        if name not in present and spec.required:
-            raise InputError(_missing_message(file, name, spec, names))
     for name in keep:
         if name not in present:
             raise InputError(
@@ -277,10 +284,21 @@ def _bad_text_mask(values: pa.Array, target: pa.DataType) -> np.ndarray:
 
 
 def _cast_text(values: pa.Array, target: pa.DataType) -> tuple[pa.Array, np.ndarray]:
-    """Cast a text column to target; unparsable cells become null and are reported in the returned mask."""
+    """Cast a text column to target; unparsable cells become null and are reported in the returned mask.
+
+    For an integer target, an integral float ("180.0", "180.") is that integer, exactly: the zeros are cut
+    off the text, never rounded through a float (ids beyond 2**53 stay exact)."""
     try:
         return pc.cast(pc.utf8_trim_whitespace(values), target), np.zeros(len(values), dtype=bool)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        if pa.types.is_integer(target):
+            values = pc.replace_substring_regex(
+                pc.utf8_trim_whitespace(values), pattern=r"^([+-]?\d+)\.0*$", replacement=r"\1"
+            )
+            try:
+                return pc.cast(values, target), np.zeros(len(values), dtype=bool)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                pass
         bad = _bad_text_mask(values, target)
         cleaned = pc.if_else(pa.array(bad), pa.scalar(None, pa.string()), values)
         try:
@@ -295,6 +313,48 @@ def _cast_text(values: pa.Array, target: pa.DataType) -> tuple[pa.Array, np.ndar
                     out.append(None)
                     bad[i] = True
             return pa.array(out, target), bad
+
+
+def _restartable(
+    open_batches: Callable[[], Iterator[pa.RecordBatch]], retry: Callable[[pa.ArrowInvalid], bool]
+) -> Iterator[pa.RecordBatch]:
+    """The batches of a reader that is opened again, with other column types, when `retry` says a read
+    error is one a second pass fixes (and adjusts the types): rows already yielded are not yielded twice."""
+    done = 0
+    while True:
+        skip = done
+        try:
+            for batch in open_batches():
+                if skip >= batch.num_rows:
+                    skip -= batch.num_rows
+                    continue
+                if skip:
+                    batch, skip = batch.slice(skip), 0
+                done += batch.num_rows
+                yield batch
+            return
+        except pa.ArrowInvalid as e:
+            if not retry(e):
+                raise
+            log.debug("reading again from row %d with other column types: %s", done, e)
+
+
+def _ints_from_text(
+    file: InputFile, batch: pa.RecordBatch, columns: set[str], types: dict[str, pa.DataType], first_row: int
+) -> pa.RecordBatch:
+    """Text columns of integer features -> integers ("180" and "180.0" read 180); "180.5" names its line."""
+    arrays = list(batch.columns)
+    for name in columns:
+        i = batch.schema.get_field_index(name)
+        values, bad = _cast_text(arrays[i], types[name])
+        if bad.any():
+            j = int(np.argmax(bad))
+            raise InputError(
+                f"{file}, line {first_row + j + 2}, column '{name}': "
+                f"expected {_expected(types[name])}, found {arrays[i][j].as_py()!r}"
+            )
+        arrays[i] = values
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
 
 
 def _read_header(file: InputFile, delimiter: str) -> list[str]:
@@ -352,14 +412,17 @@ def read_csv(
     *,
     lenient: bool = False,
     block_size: int = 4 << 20,
+    allow_missing: AllowMissing = (),
+    assembled: dict[str, list[str]] | None = None,
 ) -> Iterator[Chunk]:
     """Stream a CSV (or .csv.gz) file with Arrow's multi-threaded reader, typed by the model schema.
 
     lenient (for --bad-rows): malformed lines and unparsable numbers become `BadRow`s instead of errors.
+    An integer column holding "180.0" is read again as text from that point on and converted exactly.
     """
     delimiter = "\t" if file.path.name.lower().split(".")[-2 if file.compression else -1] == "tsv" else ","
     names = _read_header(file, delimiter)
-    _check_columns(file, names, schema, keep)
+    check_columns(file, names, schema, keep, allow_missing, assembled)
     wanted = [n for n in names if n in schema or n in keep]
     wanted = list(dict.fromkeys(wanted))
     types: dict[str, pa.DataType] = {}
@@ -371,6 +434,8 @@ def read_csv(
         else:
             types[name] = pa.string()  # --keep ids pass through as written (no type guessing across blocks)
     read_types = {n: (pa.string() if lenient and not pa.types.is_string(t) else t) for n, t in types.items()}
+    # Integer columns found to hold integral floats ("180.0", as pandas and TFX write them): read as text.
+    int_text: set[str] = set()
 
     invalid: list[Any] = []
 
@@ -378,13 +443,13 @@ def read_csv(
         invalid.append(row)
         return "skip" if lenient else "error"
 
-    try:
-        reader = pacsv.open_csv(
+    def open_reader() -> Any:
+        return pacsv.open_csv(
             str(file.path),
             read_options=pacsv.ReadOptions(use_threads=True, block_size=block_size),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid),
             convert_options=pacsv.ConvertOptions(
-                column_types=read_types,
+                column_types={**read_types, **{n: pa.string() for n in int_text}},
                 include_columns=wanted,
                 # Only an empty cell is a missing value (the feature is absent from the row), also for
                 # text; "NA" or "null" are values (a country code, a category), not Arrow's null guesses.
@@ -392,23 +457,40 @@ def read_csv(
                 strings_can_be_null=True,
             ),
         )
-    except pa.ArrowInvalid as e:
-        _raise_csv_error(file, str(e), names, types, delimiter, invalid)
-        raise  # unreachable
-    except OSError as e:
-        raise InputError(f"{file}: cannot read: {e}") from None
 
-    def batches() -> Iterator[pa.RecordBatch]:
+    def retry_as_text(e: pa.ArrowInvalid) -> bool:
+        """After "conversion error to int64" in an integer column: read that column as text (True)."""
+        m = re.search(r"column #(\d+): CSV conversion error to u?int", str(e))
+        column = names[int(m.group(1))] if m and int(m.group(1)) < len(names) else None
+        if column is None or column in int_text or invalid or not pa.types.is_integer(types[column]):
+            return False
+        int_text.add(column)
+        return True
+
+    def raw_batches() -> Iterator[pa.RecordBatch]:
+        try:
+            reader = open_reader()
+        except OSError as e:
+            raise InputError(f"{file}: cannot read: {e}") from None
         while True:
             try:
                 batch = reader.read_next_batch()
             except StopIteration:
                 return
-            except pa.ArrowInvalid as e:
-                _raise_csv_error(file, str(e), names, types, delimiter, invalid)
             except OSError as e:
                 raise InputError(f"{file}: cannot read: {e}") from None
             yield batch
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        row = 0
+        try:
+            for batch in _restartable(raw_batches, retry_as_text):
+                if int_text:
+                    batch = _ints_from_text(file, batch, int_text, types, row)
+                row += batch.num_rows
+                yield batch
+        except pa.ArrowInvalid as e:
+            _raise_csv_error(file, str(e), names, types, delimiter, invalid)
 
     row = 0
     for batch in rebatch(batches(), batch_size):
@@ -504,7 +586,13 @@ def split_bad_rows(chunk: Chunk, bad: np.ndarray, reasons: dict[int, str]) -> Ch
 
 
 def read_parquet(
-    file: InputFile, schema: dict[str, FeatureSpec], batch_size: int, keep: Sequence[str] = ()
+    file: InputFile,
+    schema: dict[str, FeatureSpec],
+    batch_size: int,
+    keep: Sequence[str] = (),
+    *,
+    allow_missing: AllowMissing = (),
+    assembled: dict[str, list[str]] | None = None,
 ) -> Iterator[Chunk]:
     """Stream a Parquet file batch by batch, reading only the model's columns and --keep columns."""
     try:
@@ -512,7 +600,7 @@ def read_parquet(
         names = pf.schema_arrow.names
     except (pa.ArrowInvalid, OSError) as e:
         raise InputError(f"{file}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
-    _check_columns(file, names, schema, keep)
+    check_columns(file, names, schema, keep, allow_missing, assembled)
     wanted = list(dict.fromkeys(n for n in names if n in schema or n in keep))
     row = 0
     try:
@@ -544,8 +632,16 @@ def _cast_to_schema(
                 pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
             ):
                 pass  # a non-text column for a string feature: the core names it clearly
-            elif pa.types.is_list(target) and not _is_list(col.type):
-                pass  # one value per row, or JSON-list text, for a multi-valued feature: the core handles it
+            elif pa.types.is_list(target) and _list_depth(col.type) != _list_depth(target):
+                pass  # one value per row, JSON-list text, flat lists for a [3,3] feature: the core reads them
+            elif pa.types.is_integer(target) and pa.types.is_floating(col.type):
+                col, bad = floats_to_ints(col, target)
+                if bad is not None:
+                    raise InputError(
+                        f"{file}, row {first_row + bad + 1}, column '{name}': "
+                        f"expected {_expected(target)}, found {col[bad].as_py()!r}"
+                    )
+                changed = True
             else:
                 try:
                     col = pc.cast(col, target)
@@ -568,6 +664,23 @@ def _cast_to_schema(
     return pa.RecordBatch.from_arrays(columns, names=batch.schema.names) if changed else batch
 
 
+def floats_to_ints(
+    col: pa.Array, target: pa.DataType, exact_below: float = 2.0**63
+) -> tuple[pa.Array, int | None]:
+    """A float column of an integer feature -> integers when every value is a whole number (180.0 is 180;
+    NaN, as pandas writes a gap, is missing); else the column unchanged and the index of the first value
+    that is not a whole number, or not below exact_below in magnitude (a float no longer holds every
+    integer beyond 2**53, so a value parsed from text as a float may already be rounded)."""
+    x = np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)  # nulls -> NaN
+    gap = np.isnan(x)
+    with np.errstate(invalid="ignore"):
+        bad = ~gap & ((x != np.trunc(x)) | (np.abs(x) >= exact_below))
+    if bad.any():
+        return col, int(np.argmax(bad))
+    ints = pa.array(np.where(gap, 0, x).astype(np.int64), mask=gap if gap.any() else None)
+    return pc.cast(ints, target), None
+
+
 # ---------------------------------------------------------------------------------------------- JSON Lines
 
 
@@ -578,52 +691,102 @@ def read_jsonl(
     keep: Sequence[str] = (),
     *,
     block_size: int = 4 << 20,
+    allow_missing: AllowMissing = (),
+    assembled: dict[str, list[str]] | None = None,
 ) -> Iterator[Chunk]:
-    """Stream a JSON Lines file with Arrow's block-wise JSON reader (bounded memory), typed by the schema."""
-    # Scalar features get the model's type; multi-valued ones are left to the reader (a categorical
-    # feature may come as "red" or ["red", "blue"]) and the core converts either.
-    fields = [pa.field(n, value_type(s)) for n, s in schema.items() if _scalar(s)]
-    try:
+    """Stream a JSON Lines file with Arrow's block-wise JSON reader (bounded memory), typed by the schema.
+
+    Fixed-shape features get the model's type (nested lists for a [3,3] input); var-len ones are left to the
+    reader (a categorical feature may come as "red" or ["red", "blue"]) and the core converts either. When
+    an integer feature holds 180.0, the file is read again with integer features as floats, checked whole.
+    """
+    typed = {n: column_type(s, "jsonl") for n, s in schema.items() if s.kind != "varlen"}
+    as_floats: set[str] = set()  # integer features read as float64 (the file writes 180.0 for 180)
+    infer = bool(keep) or any(s.kind == "varlen" for s in schema.values())
+
+    def open_reader() -> Any:
+        fields = [
+            pa.field(n, pa.float64() if n in as_floats else t) for n, t in typed.items() if t is not None
+        ]
         stream = pa.input_stream(str(file.path), compression="gzip" if file.compression else None)
-        reader = pajson.open_json(
+        return pajson.open_json(
             stream,
             read_options=pajson.ReadOptions(use_threads=True, block_size=block_size),
             parse_options=pajson.ParseOptions(
                 explicit_schema=pa.schema(fields),
-                unexpected_field_behavior="infer" if keep else "ignore",
+                unexpected_field_behavior="infer" if infer else "ignore",
             ),
         )
-    except pa.ArrowInvalid as e:
-        if "Empty JSON file" in str(e) or "empty" in str(e).lower():
-            return
-        raise InputError(f"{file}: not valid JSON Lines ({str(e).splitlines()[0]})") from None
-    except OSError as e:
-        raise InputError(f"{file}: cannot read: {e}") from None
 
-    checked = False
-    row = 0
+    def retry_as_floats(e: pa.ArrowInvalid) -> bool:
+        # "Failed to convert JSON to int64, couldn't parse:180.0" names no column: all integer features.
+        ints = {n for n, t in typed.items() if t is not None and pa.types.is_integer(t)}
+        if as_floats or not ints or not re.search(r"to u?int\d+, couldn't parse:\s*-?[\d.eE+]+$", str(e)):
+            return False
+        as_floats.update(ints)
+        return True
 
-    def batches() -> Iterator[pa.RecordBatch]:
+    def raw_batches() -> Iterator[pa.RecordBatch]:
+        try:
+            reader = open_reader()
+        except pa.ArrowInvalid as e:
+            if "Empty JSON file" in str(e) or "empty" in str(e).lower():
+                return
+            raise
+        except OSError as e:
+            raise InputError(f"{file}: cannot read: {e}") from None
         while True:
             try:
                 batch = reader.read_next_batch()
             except StopIteration:
                 return
-            except pa.ArrowInvalid as e:
-                raise InputError(_json_error(file, str(e), row, schema)) from None
             yield batch
+
+    checked = False
+    row = 0
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        seen = 0
+        try:
+            for batch in _restartable(raw_batches, retry_as_floats):
+                if as_floats:
+                    batch = _ints_from_floats(file, batch, as_floats, typed, seen)
+                seen += batch.num_rows
+                yield batch
+        except pa.ArrowInvalid as e:
+            raise InputError(_json_error(file, str(e), seen, schema)) from None
 
     for batch in rebatch(batches(), batch_size):
         names = batch.schema.names
         if not checked:
             # A JSON line may omit a key; a column absent from every line of the first block is missing.
             present = [n for n in names if n not in schema or batch.column(n).null_count < batch.num_rows]
-            _check_columns(file, present, schema, keep)
+            check_columns(file, present, schema, keep, allow_missing, assembled)
             checked = True
         wanted = [n for n in names if n in schema or n in keep]
         batch = batch.select(wanted)
         yield Chunk(batch, file, row)
         row += batch.num_rows
+
+
+def _ints_from_floats(
+    file: InputFile, batch: pa.RecordBatch, columns: set[str], types: dict[str, Any], first_row: int
+) -> pa.RecordBatch:
+    arrays = list(batch.columns)
+    for name in columns:
+        i = batch.schema.get_field_index(name)
+        if i < 0:
+            continue
+        values, bad = floats_to_ints(arrays[i], types[name], exact_below=2.0**53)
+        if bad is not None:
+            value = arrays[i][bad].as_py()
+            why = " (too large for a float to hold exactly)" if abs(value) >= 2.0**53 else ""
+            raise InputError(
+                f"{file}, line {first_row + bad + 1}, column '{name}': "
+                f"expected {_expected(types[name])}, found {value!r}{why}"
+            )
+        arrays[i] = values
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
 
 
 def _json_error(file: InputFile, message: str, row: int, schema: dict[str, FeatureSpec]) -> str:
@@ -773,6 +936,44 @@ def read_tfrecord(
 # ---------------------------------------------------------------------------------------------- all inputs
 
 
+def input_columns(file: InputFile) -> list[str]:
+    """A file's column names in file order (for a column range such as --assemble features=f0:f63): the CSV
+    header, the Parquet schema, the keys of the first JSON line, the features of the first tf.Example."""
+    if file.format == "csv":
+        delimiter = "\t" if _is_tsv_name(file) else ","
+        return _read_header(file, delimiter)
+    if file.format == "parquet":
+        try:
+            return list(pq.read_schema(str(file.path)).names)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise InputError(f"{file}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
+    if file.format == "jsonl":
+        import json
+
+        opener = gzip.open if file.compression else open
+        with opener(file.path, "rt", encoding="utf-8") as fh:  # type: ignore[operator]
+            for number, line in enumerate(fh, 1):
+                if line.strip():
+                    try:
+                        record = json.loads(line)
+                    except ValueError as e:
+                        raise InputError(f"{file}, line {number}: not valid JSON ({e})") from None
+                    return [str(k) for k in record] if isinstance(record, dict) else []
+        return []
+    import tensorflow as tf
+
+    ds = tf.data.TFRecordDataset(str(file.path), compression_type="GZIP" if file.compression else "")
+    first = next(iter(ds.take(1)), None)
+    if first is None:
+        return []
+    return sorted(tf.train.Example.FromString(first.numpy()).features.feature)
+
+
+def _is_tsv_name(file: InputFile) -> bool:
+    return file.path.name.lower().split(".")[-2 if file.compression else -1] == "tsv"
+
+
+
 def read_inputs(
     files: Sequence[InputFile],
     schema: dict[str, FeatureSpec],
@@ -781,15 +982,22 @@ def read_inputs(
     *,
     lenient: bool = False,
     tfrecord_serialized: bool = True,
+    allow_missing: AllowMissing = (),
+    assembled: dict[str, list[str]] | None = None,
 ) -> Iterator[Chunk]:
-    """All input files in order, as one stream of chunks."""
+    """All input files in order, as one stream of chunks.
+
+    schema: the columns to read (the model's features, assembled inputs replaced by their source columns:
+    features.source_schema). A file without one of them fails, unless allow_missing names it (or is True).
+    """
+    columns: dict[str, Any] = {"allow_missing": allow_missing, "assembled": assembled}
     for file in files:
         if file.format == "csv":
-            yield from read_csv(file, schema, batch_size, keep, lenient=lenient)
+            yield from read_csv(file, schema, batch_size, keep, lenient=lenient, **columns)
         elif file.format == "parquet":
-            yield from read_parquet(file, schema, batch_size, keep)
+            yield from read_parquet(file, schema, batch_size, keep, **columns)
         elif file.format == "jsonl":
-            yield from read_jsonl(file, schema, batch_size, keep)
+            yield from read_jsonl(file, schema, batch_size, keep, **columns)
         elif file.format == "tfrecord":
             yield from read_tfrecord(file, schema, batch_size, keep, serialized=tfrecord_serialized)
         else:  # pragma: no cover - detect_format only returns the above
@@ -835,7 +1043,10 @@ __all__ = [
     "detect_format",
     "estimate_rows",
     "expand_inputs",
+    "check_columns",
+    "floats_to_ints",
     "input_bytes",
+    "input_columns",
     "parse_spec",
     "read_csv",
     "read_inputs",

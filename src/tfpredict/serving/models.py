@@ -70,7 +70,8 @@ class Servable:
         if kind == "rows":
             serialized_input = self._serialized_input(signature)
             if serialized_input is None or len(data) >= FAST_PATH_MIN_ROWS:
-                return self.predictor.predict(data, signature=signature, outputs=out)
+                # TF Serving's semantics: a request's feature dicts may omit features (each is then absent).
+                return self.predictor.predict(data, signature=signature, outputs=out, allow_missing=True)
             examples = rows_to_examples(data, self.predictor.inputs_for(signature))
             return self.predictor.run({serialized_input: examples}, signature=signature, outputs=out)
         return self.predictor.run(data, signature=signature, outputs=out)
