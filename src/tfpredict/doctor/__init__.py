@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,12 +92,15 @@ def doctor(
     signature: str | None = None,
     output_format: str = "parquet",
     progress: Callable[[str], None] | None = None,
+    allow_missing: bool | Collection[str] = (),
+    assemble: Mapping[str, str | Sequence[str]] | None = None,
 ) -> Diagnosis:
     """Measure where prediction time goes for `export` on a sample of `data` (files, globs or directories
     as `tfpredict predict` takes them), within about `seconds`, and say what to change.
 
     rows: at most this many rows in the sample (default: as many as fit the budget, never more than the
-    input). output_format: what the job would write ("parquet", "csv", "jsonl").
+    input). output_format: what the job would write ("parquet", "csv", "jsonl"). allow_missing, assemble:
+    the input columns as `tfpredict predict` takes them (--allow-missing, --assemble).
     """
     m = measure(
         export,
@@ -107,6 +110,8 @@ def doctor(
         signature=signature,
         output_format=output_format,
         progress=progress,
+        allow_missing=allow_missing,
+        assemble=assemble,
     )
     v = verdict(m)
     chosen = recommended_settings(m, v.bottleneck)

@@ -54,11 +54,15 @@ def add_doctor_parser(subparsers: Any) -> None:
     p.add_argument(
         "--report", metavar="FILE.html", help="also write a self-contained HTML report with charts"
     )
+    from ..pipeline_cli import add_column_options
+
+    add_column_options(p)  # --allow-missing, --assemble: the input columns as `tfpredict predict` reads them
     p.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
     p.set_defaults(run=run_doctor)
 
 
 def run_doctor(args: argparse.Namespace) -> int:
+    from ..pipeline_cli import column_options
     from . import doctor
     from .report import format_json, format_text, write_html
 
@@ -85,6 +89,7 @@ def run_doctor(args: argparse.Namespace) -> int:
         signature=args.signature,
         output_format=args.output_format,
         progress=progress,
+        **column_options(args),
     )
     if args.report:
         path = write_html(diagnosis, args.report)

@@ -23,7 +23,8 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import InputError, TfpredictError
-from ..io.readers import Chunk, InputFile, expand_inputs, read_inputs
+from ..features import AllowMissing, Assemble, resolve_assemble, source_schema
+from ..io.readers import Chunk, InputFile, expand_inputs, input_columns, read_inputs
 from ..io.writers import open_writer, output_format, output_type, outputs_to_batch
 
 if TYPE_CHECKING:
@@ -236,6 +237,7 @@ def read_sample(
     min_seconds: float,
     max_seconds: float,
     timing_rows: int = 500_000,
+    columns: dict[str, Any] | None = None,
 ) -> Sample:
     """Read with the real job's reader: keep the first `keep_rows` rows as the sample, and go on reading
     (without keeping) until `min_seconds` of steady reading or `timing_rows` rows were timed.
@@ -247,7 +249,9 @@ def read_sample(
     chunks: list[Chunk] = []
     kept, rows, seconds = 0, 0, 0.0
     first_rows, first_seconds = 0, 0.0
-    stream: Iterator[Chunk] = read_inputs(files, schema, batch_size, tfrecord_serialized=False)
+    stream: Iterator[Chunk] = read_inputs(
+        files, schema, batch_size, tfrecord_serialized=False, **(columns or {})
+    )
     exhausted = False
 
     def more() -> bool:
@@ -328,11 +332,14 @@ def write_sample_file(sample: Sample, directory: Path, fmt: str) -> Path | None:
     return out
 
 
-def read_rate(path: Path, schema: dict[str, Any], batch_size: int) -> tuple[int, float]:
+def read_rate(
+    path: Path, schema: dict[str, Any], batch_size: int, columns: dict[str, Any] | None = None
+) -> tuple[int, float]:
     """Rows and seconds to read a whole (sample) file with the job's reader."""
     files = expand_inputs([path])
     start = time.perf_counter()
-    rows = sum(c.num_rows for c in read_inputs(files, schema, batch_size, tfrecord_serialized=False))
+    chunks = read_inputs(files, schema, batch_size, tfrecord_serialized=False, **(columns or {}))
+    rows = sum(c.num_rows for c in chunks)
     return rows, time.perf_counter() - start
 
 
@@ -592,10 +599,21 @@ def _load(
     intra: int | None = None,
     inter: int | None = None,
     xla: bool = False,
+    columns: dict[str, Any] | None = None,
 ) -> Predictor:
     from ..predictor import Predictor
 
-    return Predictor.load(export, signature, intra_op_threads=intra, inter_op_threads=inter, xla=xla)
+    allow = (columns or {}).get("allow_missing", ())
+    assemble = (columns or {}).get("assembled")
+    return Predictor.load(
+        export,
+        signature,
+        intra_op_threads=intra,
+        inter_op_threads=inter,
+        xla=xla,
+        allow_missing=allow,
+        assemble=assemble,
+    )
 
 
 def _threads(intra: int | None, inter: int | None) -> dict[str, Any]:
@@ -616,21 +634,26 @@ def measure(
     output_format: str = "parquet",
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Callable[[str], None] | None = None,
+    allow_missing: AllowMissing = (),
+    assemble: Assemble | None = None,
 ) -> Measurements:
     """Measure every stage and sweep on a sample of `data`, within about `seconds` of wall time.
 
     Plan (fractions of the budget left after loading): reading 4-10%, conversion 3%, the model 4%, writing
     2%, batch-size points 1.5% each, thread settings and XLA ~2% each, per-row 1.5%, formats ~5%, and the
     pipelined job ~3% per run (default settings, up to five candidates, re-runs of the best). A phase that
-    no longer fits is skipped and listed in `skipped`.
+    no longer fits is skipped and listed in `skipped`. allow_missing, assemble: as `tfpredict predict`
+    takes them (a missing column is an error before anything is measured).
     """
     budget = Budget(seconds)
     say = progress or (lambda text: log.info("%s", text))
     files = input_files(data)
+    assembled = resolve_assemble(assemble, input_columns(files[0]) if assemble else None)
+    columns: dict[str, Any] = {"allow_missing": allow_missing, "assembled": assembled}
     say("loading the export")
-    predictor = _load(export, signature)
+    predictor = _load(export, signature, columns=columns)
     budget.rebase()
-    schema = predictor.inputs
+    schema = source_schema(predictor.inputs, assembled)  # the columns read: assembled inputs' sources
     fmt_in = files[0].format
     cpus = cpu_count()
     skipped: list[str] = []
@@ -638,7 +661,7 @@ def measure(
 
     # A probe on the first rows: the model's cost per row says which batch sizes are cheap enough to warm up.
     say("probing the first rows")
-    probe = read_sample(files, schema, 1024, 1, 0.0, budget.slice(0.05))
+    probe = read_sample(files, schema, 1024, 1, 0.0, budget.slice(0.05), columns=columns)
     if not probe.rows:
         raise InputError(f"{files[0]}: no rows to measure")
     head = probe.table()
@@ -658,7 +681,9 @@ def measure(
     # ---- stages, each alone, at the default batch size
     in_label = {"csv": "CSV", "parquet": "Parquet", "jsonl": "JSON Lines", "tfrecord": "TFRecord"}[fmt_in]
     say(f"reading {in_label}")
-    sample = read_sample(files, schema, batch_size, keep, budget.slice(0.04), budget.slice(0.1))
+    sample = read_sample(
+        files, schema, batch_size, keep, budget.slice(0.04), budget.slice(0.1), columns=columns
+    )
     stages = {"read": Stage("read", f"read {in_label}", *sample.steady_rate())}
     stages["read"].startup_seconds = sample.startup_seconds
 
@@ -778,7 +803,7 @@ def measure(
             if not budget.allows(0.45):
                 skipped.append(f"threads {intra}/{inter} (time budget)")
                 continue
-            p = _load(export, predictor.signature, intra, inter)
+            p = _load(export, predictor.signature, intra, inter, columns=columns)
             try:
                 p.predict_feeds(best_feeds[0])  # a new session's first run optimizes the graph
                 n, s = model_rate(p, best_feeds, budget.slice(0.015), warmup=False)
@@ -793,7 +818,7 @@ def measure(
             say("XLA")
             m.xla_sweep.append(Point({"xla": False, **_threads(*best_pair)}, best_pair_rate))
             try:
-                p = _load(export, predictor.signature, *best_pair, xla=True)
+                p = _load(export, predictor.signature, *best_pair, xla=True, columns=columns)
                 try:
                     p.predict_feeds(best_feeds[0])  # compiles
                     n, s = model_rate(p, best_feeds, budget.slice(0.02), warmup=False)
@@ -832,7 +857,7 @@ def measure(
                 )
                 continue
             try:
-                n, s = read_rate(path, schema, batch_size)
+                n, s = read_rate(path, schema, batch_size, columns)
             except TfpredictError as e:  # e.g. a value JSON cannot carry the way the model wants it
                 m.format_sweep.append(Point({"format": fmt, "step": "read"}, None, f"cannot read back: {e}"))
                 continue
@@ -867,7 +892,7 @@ def measure(
                 )
                 return None
             if pair not in loaded:
-                loaded[pair] = _load(export, predictor.signature, *pair)
+                loaded[pair] = _load(export, predictor.signature, *pair, columns=columns)
                 loaded[pair].predict_feeds(best_feeds[0])  # first run of a session optimizes the graph
             n, s = end_to_end(loaded[pair], path, tmp, output_format, b, e2e_min)
             rate = n / s

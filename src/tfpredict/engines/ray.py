@@ -32,8 +32,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import InputError, OutputError, TfpredictError, UsageError
-from ..features import FeatureSpec
-from ..io.readers import InputFile, column_type, expand_inputs, read_inputs, value_type
+from ..features import Assemble, FeatureSpec, resolve_assemble, source_schema
+from ..io.readers import (
+    InputFile,
+    check_columns,
+    column_type,
+    expand_inputs,
+    floats_to_ints,
+    input_columns,
+    read_inputs,
+    value_type,
+)
 from ..io.writers import json_text, output_format, output_type, outputs_to_batch
 from ..pipeline import output_schema  # the local engine's output columns, so both engines agree
 
@@ -145,6 +154,9 @@ class PredictSettings:
     # --keep column types for every output file (the first input file's, as in the local engine's output);
     # a column not listed keeps the type it was read with.
     keep_types: tuple[tuple[str, pa.DataType], ...] = ()
+    # Columns the input may lack (True: any), and assembled inputs with their source columns (resolved).
+    allow_missing: bool | tuple[str, ...] = ()
+    assembled: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass
@@ -202,7 +214,8 @@ class PredictBatches:
             batch_size=settings.batch_size,
         )
         self.signature = self.predictor.signature
-        self.schema = self.predictor.inputs_for(self.signature)
+        self.assembled = {k: list(v) for k, v in settings.assembled}
+        self.schema = source_schema(self.predictor.inputs_for(self.signature), self.assembled)
         outputs = self.predictor.signatures[self.signature].outputs
         self.selected = list(settings.outputs) if settings.outputs else list(outputs)
         self.declared = {k: output_type(t.dtype, t.shape) for k, t in outputs.items()}
@@ -225,7 +238,7 @@ class PredictBatches:
         paths = batch.column(PATH_COLUMN) if self.use_paths and PATH_COLUMN in batch.schema.names else None
         features = typed_features(batch, self.schema, paths)
         try:
-            feeds = self.predictor.convert(features, signature=self.signature)
+            feeds = self._convert(features)
         except InputError as exc:
             raise self._locate(features, paths, exc) from None
         outputs = self.predictor.predict_feeds(feeds, outputs=self.selected)
@@ -244,12 +257,20 @@ class PredictBatches:
             )
         return pa.Table.from_batches([result])
 
+    def _convert(self, features: pa.RecordBatch) -> Any:
+        return self.predictor.convert(
+            features,
+            signature=self.signature,
+            allow_missing=self.settings.allow_missing,
+            assemble=self.assembled,
+        )
+
     def _locate(self, features: pa.RecordBatch, paths: pa.Array | None, first: InputError) -> InputError:
         """Bisect a batch whose conversion failed down to its first bad row, and name that row's file."""
 
         def fails(start: int, stop: int) -> str | None:
             try:
-                self.predictor.convert(features.slice(start, stop - start), signature=self.signature)
+                self._convert(features.slice(start, stop - start))
             except InputError as e:
                 return e.message
             return None
@@ -321,6 +342,15 @@ def _as_model_type(col: pa.Array, spec: FeatureSpec, paths: pa.Array | None) -> 
     if target is None or col.type == target:
         return col
     t = col.type
+    if pa.types.is_list(target) and _is_list(t) and _list_depth(t) != _list_depth(target):
+        return col  # flat lists for a [3,3] feature, say: the core checks and reshapes them
+    if pa.types.is_integer(target) and pa.types.is_floating(t):
+        ints, bad = floats_to_ints(col, target)  # 180.0 is 180; 180.5 is an error naming its file
+        if bad is not None:
+            raise InputError(
+                f"{_where(paths, bad)}column '{spec.name}': expected an integer, found {col[bad].as_py()!r}"
+            )
+        return ints
     if pa.types.is_list(target):
         if pa.types.is_string(t) or pa.types.is_large_string(t):
             return (
@@ -355,6 +385,17 @@ def _as_model_type(col: pa.Array, spec: FeatureSpec, paths: pa.Array | None) -> 
             f"{_where(paths, i)}column '{spec.name}': expected {_type_words(target)}, "
             f"found {value!r} ({first})"
         ) from None
+
+
+def _is_list(t: pa.DataType) -> bool:
+    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+
+
+def _list_depth(t: pa.DataType) -> int:
+    depth = 0
+    while _is_list(t):
+        depth, t = depth + 1, t.value_type
+    return depth
 
 
 def _type_words(t: pa.DataType) -> str:
@@ -430,6 +471,8 @@ def predict_dataset(
     text_lists: bool = False,
     keep_types: dict[str, pa.DataType] | None = None,
     stats: Any = None,
+    allow_missing: bool | Sequence[str] = (),
+    assembled: dict[str, list[str]] | None = None,
 ) -> Any:
     """Add a prediction step to a `ray.data.Dataset`: returns the Dataset of `keep` columns + model outputs.
 
@@ -455,6 +498,8 @@ def predict_dataset(
         xla=xla,
         text_lists=text_lists,
         keep_types=tuple((keep_types or {}).items()),
+        allow_missing=allow_missing if isinstance(allow_missing, bool) else tuple(allow_missing),
+        assembled=tuple((k, tuple(v)) for k, v in (assembled or {}).items()),
     )
     return ds.map_batches(
         PredictBatches,
@@ -534,9 +579,8 @@ def _read_group(
             num_cpus=IO_TASK_CPUS,
         )
     if first.format == "jsonl":
-        fields = [
-            pa.field(n, value_type(s)) for n, s in schema.items() if column_type(s, "jsonl") == value_type(s)
-        ]
+        # Fixed-shape features typed (nested lists for a [3,3] input); var-len ones left to Ray's reader.
+        fields = [pa.field(n, column_type(s, "jsonl")) for n, s in schema.items() if s.kind != "varlen"]
         return ray.data.read_json(
             paths,
             num_cpus=IO_TASK_CPUS,
@@ -705,12 +749,15 @@ def predict_files(
     preserve_order: bool = True,
     progress: bool = False,
     quiet: bool = True,
+    allow_missing: bool | Sequence[str] = (),
+    assemble: Assemble | None = None,
 ) -> RayPredictResult:
     """Predict every row of `inputs` on a Ray cluster and write a directory of files (Parquet, CSV or JSON
     Lines, from the directory's extension; Parquet without one) with the same columns as the local engine.
 
     address: a running cluster (default RAY_ADDRESS, else a local cluster is started and stopped).
     Bad input stops the job with an InputError naming the file and column; nothing appears at output_dir.
+    allow_missing, assemble: as in the local engine (every file's columns are checked on the driver first).
     """
     ray = import_ray()
     started = time.perf_counter()
@@ -726,7 +773,9 @@ def predict_files(
     # Load once on the driver too: a bad export, signature or output name fails here, before any cluster work.
     with Predictor.load(export, signature, intra_op_threads=1) as predictor:
         sig = predictor.signature
-        schema = predictor.inputs_for(sig)
+        assembled = resolve_assemble(assemble, input_columns(files[0]) if assemble else None)
+        schema = source_schema(predictor.inputs_for(sig), assembled)
+        columns: dict[str, Any] = {"allow_missing": allow_missing, "assembled": assembled}
         available = list(predictor.signatures[sig].outputs)
         export_dir = predictor.export_dir
         selected = list(outputs) if outputs else available
@@ -739,7 +788,7 @@ def predict_files(
         if clash:
             raise UsageError(f"--keep column(s) {', '.join(clash)} have the same name as model outputs")
         tfrecord_serialized = predictor.path_for(sig) != "tensors"
-        keep_types = _check_columns(files[:PRECHECK_FILES], schema, keep, tfrecord_serialized)
+        keep_types = _check_columns(files, schema, keep, tfrecord_serialized, **columns)
 
     blocks = max(1, sum(-(-f.path.stat().st_size // BLOCK_BYTES) or 1 for f in files))
     phases = {"driver: load export, check inputs": time.perf_counter() - started}
@@ -768,6 +817,10 @@ def predict_files(
             text_lists=fmt == "csv",
             keep_types=keep_types,
             stats=stats,
+            # A JSON line or a tf.Example may omit a feature (missing in that row), and a Ray block of them
+            # then lacks the column: the driver checked the files' columns, the actors only convert.
+            allow_missing=True if any(f.format in ("jsonl", "tfrecord") for f in files) else allow_missing,
+            assembled=assembled,
         )
         tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
         try:
@@ -779,7 +832,7 @@ def predict_files(
             os.replace(tmp, target)
         except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
-            user_error = _user_error(exc, files, schema, keep, batch_size, tfrecord_serialized)
+            user_error = _user_error(exc, files, schema, keep, batch_size, tfrecord_serialized, columns)
             if user_error is not None:
                 raise user_error from None
             raise
@@ -811,14 +864,31 @@ def _write(ds: Any, fmt: str, path: Path, batch_size: int) -> None:
 
 
 def _check_columns(
-    files: Sequence[InputFile], schema: dict[str, FeatureSpec], keep: Sequence[str], tfrecord_serialized: bool
+    files: Sequence[InputFile],
+    schema: dict[str, FeatureSpec],
+    keep: Sequence[str],
+    tfrecord_serialized: bool,
+    allow_missing: bool | Sequence[str] = (),
+    assembled: dict[str, list[str]] | None = None,
 ) -> dict[str, pa.DataType]:
-    """The local engine's checks on the first rows of each file (missing columns, unreadable headers), so a
-    wrong file fails before the cluster starts, with the same message. Returns the --keep column types of
-    the first file (the local engine's output has those)."""
+    """The local engine's checks on the first rows of the first files (missing columns, unreadable headers)
+    and on the columns of every other CSV and Parquet file (their headers: cheap), so a wrong file fails
+    before the cluster starts, with the same message (Ray's CSV reader would fill a missing column with
+    nulls). Returns the --keep column types of the first file (the local engine's output has those)."""
+    for f in files[PRECHECK_FILES:]:
+        if f.format in ("csv", "parquet"):
+            check_columns(f, input_columns(f), schema, keep, allow_missing, assembled)
     keep_types: dict[str, pa.DataType] = {}
-    for f in files:
-        for chunk in read_inputs([f], schema, 1, keep, tfrecord_serialized=tfrecord_serialized):
+    for f in files[:PRECHECK_FILES]:
+        for chunk in read_inputs(
+            [f],
+            schema,
+            1,
+            keep,
+            tfrecord_serialized=tfrecord_serialized,
+            allow_missing=allow_missing,
+            assembled=assembled,
+        ):
             if not keep_types and keep:
                 types = {k: chunk.batch.column(k).type for k in keep}
                 keep_types = {k: pa.string() if pa.types.is_null(t) else t for k, t in types.items()}
@@ -833,6 +903,7 @@ def _user_error(
     keep: Sequence[str],
     batch_size: int,
     tfrecord_serialized: bool,
+    columns: dict[str, Any] | None = None,
 ) -> TfpredictError | None:
     """The TfpredictError behind a failed Ray job (raised in an actor, wrapped by Ray), or, when one of
     Ray's readers failed on bad data, the local engine's message for it (file, line, column). None: not
@@ -847,7 +918,9 @@ def _user_error(
     if not isinstance(exc, RayError):
         return None
     try:
-        for _ in read_inputs(files, schema, batch_size, keep, tfrecord_serialized=tfrecord_serialized):
+        for _ in read_inputs(
+            files, schema, batch_size, keep, tfrecord_serialized=tfrecord_serialized, **(columns or {})
+        ):
             pass
     except InputError as e:
         return e

@@ -19,7 +19,7 @@ def run_predict_ray(args: argparse.Namespace) -> int:
         raise UsageError(
             "--bad-rows is not supported with --engine ray; fix the rows or use the local engine"
         )
-    from ..pipeline_cli import Terminated, _signals
+    from ..pipeline_cli import Terminated, _signals, column_options
     from .ray import predict_files
 
     outputs = [o.strip() for o in args.outputs.split(",") if o.strip()] if args.outputs else None
@@ -41,6 +41,7 @@ def run_predict_ray(args: argparse.Namespace) -> int:
                 xla=args.xla,
                 progress=not args.quiet and sys.stderr.isatty(),
                 quiet=not debug,
+                **column_options(args),
             )
     except Terminated:
         if debug:
