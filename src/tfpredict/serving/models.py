@@ -117,21 +117,11 @@ class _Model:
 
 def read_signature_defs(export_dir: Path) -> Any:
     """The SignatureDefMap of the serving meta graph (what GetModelMetadata answers)."""
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    from ..savedmodel import choose_tags
+    from ..savedmodel import choose_tags, read_saved_model
 
     tags = set(choose_tags(export_dir))
-    proto = saved_model_pb2.SavedModel()
-    pb = export_dir / "saved_model.pb"
-    if pb.is_file():
-        proto.ParseFromString(pb.read_bytes())
-    else:
-        from google.protobuf import text_format
-
-        text_format.Parse((export_dir / "saved_model.pbtxt").read_text(), proto)
     result = get_model_metadata_pb2.SignatureDefMap()
-    for mg in proto.meta_graphs:
+    for mg in read_saved_model(export_dir).meta_graphs:
         if set(mg.meta_info_def.tags) == tags:
             for k, v in mg.signature_def.items():
                 result.signature_def[k].CopyFrom(v)
@@ -160,6 +150,13 @@ def _fingerprint(path: Path) -> tuple[Any, ...]:
             size += st.st_size
             mtime = max(mtime, st.st_mtime)
     return (count, size, mtime)
+
+
+def _labelled(model: _Model, label: str) -> int:
+    """The version a label names in the model's config."""
+    if label not in model.config.labels:
+        raise ServingError("INVALID_ARGUMENT", f"Unrecognized servable version label: {label}")
+    return model.config.labels[label]
 
 
 class ModelManager:
@@ -353,9 +350,7 @@ class ModelManager:
                 what = f"Specific({name}, {version})" if version is not None else f"Latest({name})"
                 raise ServingError("NOT_FOUND", f"Servable not found for request: {what}")
             if label is not None:
-                if label not in model.config.labels:
-                    raise ServingError("INVALID_ARGUMENT", f"Unrecognized servable version label: {label}")
-                version = model.config.labels[label]
+                version = _labelled(model, label)
             if version is not None:
                 s = model.servables.get(version)
                 if s is not None:
@@ -389,9 +384,7 @@ class ModelManager:
             if model is None:
                 raise ServingError("NOT_FOUND", f"Could not find any versions of model {name}")
             if label is not None:
-                if label not in model.config.labels:
-                    raise ServingError("INVALID_ARGUMENT", f"Unrecognized servable version label: {label}")
-                version = model.config.labels[label]
+                version = _labelled(model, label)
             statuses = sorted((s for s in model.status.values() if s.version >= 0), key=lambda s: s.version)
             if version is not None:
                 statuses = [s for s in statuses if s.version == version]
