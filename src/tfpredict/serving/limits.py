@@ -1,0 +1,31 @@
+"""The front ends' limits and timeouts as named values (as hypercorn's Config holds them): one place to read
+what a client may send, and to make each a flag. The size limit of a request (--max_request_bytes) is
+given to each server on its own: both front ends share it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Http1Limits:
+    """The REST server (http1.py, rest.py)."""
+
+    max_header_bytes: int = 64 * 1024  # request line and headers; beyond it 431
+    decode_in_thread_bytes: int = 1 << 20  # JSON bodies larger than this are parsed off the event loop
+    backlog: int = 1024  # listen() queue
+    drain_poll_seconds: float = 0.01  # how often stop() looks whether in-flight requests are done
+
+
+@dataclass(frozen=True)
+class Http2Limits:
+    """The HTTP/2 gRPC server (grpc_http2.py)."""
+
+    max_frame_size: int = 1 << 20  # SETTINGS_MAX_FRAME_SIZE we accept: fewer frames for large tensors
+    max_header_list: int = 65536  # SETTINGS_MAX_HEADER_LIST_SIZE; a header block may be twice this
+    max_concurrent_streams: int = 1024  # SETTINGS_MAX_CONCURRENT_STREAMS; more are refused
+    window_refill: int = 1 << 30  # top a receive window up once this much of it is used
+    header_cache_entries: int = 256  # decoded request header blocks remembered per connection
+    goaway_message_bytes: int = 200  # debug data sent with a GOAWAY
+    backlog: int = 1024  # listen() queue
+    drain_poll_seconds: float = 0.01  # how often stop() looks whether open calls are done
