@@ -201,7 +201,7 @@ def test_rest_timeout_answers_504() -> None:
             await asyncio.sleep(5)
             return {}
 
-    api = RestApi(SlowService(), Metrics(), None, 1000, timeout_ms=50)  # type: ignore[arg-type]
+    api = RestApi(SlowService(), Metrics(), None, timeout_ms=50)  # type: ignore[arg-type]
     start = time.perf_counter()
     status, body, _ = asyncio.run(api.handle("POST", "/v1/models/m:predict", b'{"instances": [1.0]}'))
     assert status == 504 and b"did not finish within 50 ms" in body

@@ -29,39 +29,29 @@ from tensorflow_serving.apis import (
 from . import proto_codec
 from .config import model_configs_from_proto
 from .inference import (
+    CLASSIFY,
     CLASSIFY_METHOD,
-    REGRESS_METHOD,
-    Classify,
+    MULTI_INFERENCE,
+    PREDICT,
+    REGRESS,
+    Answer,
+    Classification,
+    ExamplesRequest,
     InferenceService,
-    Predict,
-    Regress,
+    InferenceTask,
+    MultiInference,
+    MultiInferenceRequest,
     Spec,
-    signature_of,
 )
 from .metrics import Metrics
-from .status import ServingError, as_serving_error, invalid
+from .status import as_serving_error, invalid
 
 log = logging.getLogger(__name__)
 
-
-def _spec(model_spec: Any) -> Spec:
-    which = model_spec.WhichOneof("version_choice")
-    if not model_spec.name:
-        raise invalid("Missing ModelSpec.name")
-    version = model_spec.version.value if which == "version" else None
-    label = model_spec.version_label if which == "version_label" else None
-    return Spec(model_spec.name, version, label, model_spec.signature_name)
-
-
-def _label(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _fill_spec(out: Any, name: str, version: int, signature: str) -> None:
-    out.name = name
-    out.version.value = version
-    out.signature_name = signature
-
+ClassificationRequest = classification_pb2.ClassificationRequest
+RegressionRequest = regression_pb2.RegressionRequest
+MultiRequest = inference_pb2.MultiInferenceRequest
+MetadataRequest = get_model_metadata_pb2.GetModelMetadataRequest
 
 PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
 MODEL_SERVICE = "tensorflow.serving.ModelService"
@@ -87,16 +77,17 @@ class GrpcApi:
 
     def methods(self) -> dict[str, Method]:
         """{"/tensorflow.serving.PredictionService/Predict": Method, ...}"""
-        measured = {
-            "Predict": (predict_pb2.PredictRequest, "predict", self._predict),
-            "Classify": (classification_pb2.ClassificationRequest, "classify", self._classify),
-            "Regress": (regression_pb2.RegressionRequest, "regress", self._regress),
-            "MultiInference": (inference_pb2.MultiInferenceRequest, "multi_inference", self._multi),
-            "GetModelMetadata": (get_model_metadata_pb2.GetModelMetadataRequest, "metadata", self._metadata),
+        # name: (request message, metric label, decode, the kind's path, encode)
+        paths: dict[str, tuple[Any, str, Callable[[Any], Any], Any, Callable[[Any], Any]]] = {
+            "Predict": (predict_pb2.PredictRequest, "predict", _ProtoPredict, PREDICT.infer, _encode_predict),
+            "Classify": (ClassificationRequest, "classify", _examples, CLASSIFY.infer, _encode_classify),
+            "Regress": (RegressionRequest, "regress", _examples, REGRESS.infer, _encode_regress),
+            "MultiInference": (MultiRequest, "multi_inference", _multi, MULTI_INFERENCE.infer, _encode_multi),
+            "GetModelMetadata": (MetadataRequest, "metadata", _same, _metadata, _same),
         }
         table = {
-            f"/{PREDICTION_SERVICE}/{name}": Method(request_type, self._measured(api, fn))
-            for name, (request_type, api, fn) in measured.items()
+            f"/{PREDICTION_SERVICE}/{name}": Method(request_type, self._handler(api, decode, infer, encode))
+            for name, (request_type, api, decode, infer, encode) in paths.items()
         }
         table[f"/{MODEL_SERVICE}/GetModelStatus"] = Method(
             get_model_status_pb2.GetModelStatusRequest, self._status
@@ -106,17 +97,21 @@ class GrpcApi:
         )
         return table
 
-    def _measured(
-        self, api: str, fn: Callable[[Any], Awaitable[Any]]
+    def _handler(
+        self,
+        api: str,
+        decode: Callable[[Any], Any],
+        infer: Callable[[InferenceService, Any], Awaitable[Any]],
+        encode: Callable[[Any], Any],
     ) -> Callable[[Any], Coroutine[Any, Any, Any]]:
-        """`fn` with its requests counted and timed (Prometheus), its errors mapped to ServingError."""
-        metrics = self.metrics
+        """decode -> the kind's path -> encode, counted and timed (Prometheus), errors as ServingError."""
+        service, metrics = self.service, self.metrics
 
-        async def handler(request: Any) -> Any:
+        async def handler(message: Any) -> Any:
             start = time.perf_counter()
-            model = getattr(getattr(request, "model_spec", None), "name", "")
+            model = getattr(getattr(message, "model_spec", None), "name", "")
             try:
-                response = await fn(request)
+                response = encode(await infer(service, decode(message)))
             except Exception as exc:
                 err = as_serving_error(exc)
                 metrics.record_request(model, api, "GRPC", err.code, 0)
@@ -125,110 +120,6 @@ class GrpcApi:
             return response
 
         return handler
-
-    async def _predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
-        spec = _spec(request.model_spec)
-        servable = self.service.servable(spec)
-        with servable:
-            sig = signature_of(servable, spec.signature)
-            inputs = {k: proto_codec.to_ndarray(v, k) for k, v in request.inputs.items()}
-            call = Predict.prepare(servable, sig, inputs, list(request.output_filter))
-            outputs = await self.service.run(servable, call)
-        response = predict_pb2.PredictResponse()
-        _fill_spec(response.model_spec, spec.name, servable.version, sig.name)
-        for k, v in outputs.items():
-            proto_codec.from_ndarray(v, response.outputs[k])
-        return response
-
-    async def _classify(
-        self, request: Any, examples: Any = None
-    ) -> classification_pb2.ClassificationResponse:
-        spec = _spec(request.model_spec)
-        if examples is None:
-            examples = proto_codec.serialized_examples(request.input)
-        servable = self.service.servable(spec)
-        with servable:
-            sig = signature_of(servable, spec.signature)
-            outputs = await self.service.run(servable, Classify.prepare(servable, sig, None, examples))
-        classes, scores = Classify.finish(outputs, len(examples))
-        response = classification_pb2.ClassificationResponse()
-        _fill_spec(response.model_spec, spec.name, servable.version, sig.name)
-        out = response.result.classifications
-        if classes is None:
-            for row in scores.tolist():  # type: ignore[union-attr]
-                c = out.add()
-                for score in row:
-                    c.classes.add().score = score
-            return response
-        labels = [[_label(v) for v in row] for row in classes.tolist()]
-        if scores is None:
-            for row in labels:
-                c = out.add()
-                for label in row:
-                    c.classes.add().label = label
-            return response
-        for label_row, score_row in zip(labels, scores.tolist(), strict=True):
-            c = out.add()
-            for label, score in zip(label_row, score_row, strict=True):
-                cl = c.classes.add()
-                cl.label = label
-                cl.score = score
-        return response
-
-    async def _regress(self, request: Any, examples: Any = None) -> regression_pb2.RegressionResponse:
-        spec = _spec(request.model_spec)
-        if examples is None:
-            examples = proto_codec.serialized_examples(request.input)
-        servable = self.service.servable(spec)
-        with servable:
-            sig = signature_of(servable, spec.signature)
-            outputs = await self.service.run(servable, Regress.prepare(servable, sig, None, examples))
-        values = Regress.finish(outputs, len(examples))
-        response = regression_pb2.RegressionResponse()
-        _fill_spec(response.model_spec, spec.name, servable.version, sig.name)
-        for v in values.tolist():
-            response.result.regressions.add().value = v
-        return response
-
-    async def _multi(self, request: Any) -> inference_pb2.MultiInferenceResponse:
-        if not request.tasks:
-            raise invalid("MultiInferenceRequest must contain at least one task")
-        names = {t.model_spec.name for t in request.tasks}
-        if len(names) != 1:
-            raise invalid("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
-        signatures = [t.model_spec.signature_name or "serving_default" for t in request.tasks]
-        if len(set(signatures)) != len(signatures):
-            raise invalid("Duplicate evaluation of signature: " + ", ".join(signatures))
-        examples = proto_codec.serialized_examples(request.input)
-        response = inference_pb2.MultiInferenceResponse()
-        for task in request.tasks:
-            result = response.results.add()
-            if task.method_name == CLASSIFY_METHOD:
-                r = await self._classify(task, examples)
-                result.classification_result.CopyFrom(r.result)
-            elif task.method_name == REGRESS_METHOD:
-                r = await self._regress(task, examples)
-                result.regression_result.CopyFrom(r.result)
-            else:
-                raise ServingError("UNIMPLEMENTED", f"Unsupported signature method_name: {task.method_name}")
-            result.model_spec.CopyFrom(r.model_spec)
-        return response
-
-    async def _metadata(self, request: Any) -> get_model_metadata_pb2.GetModelMetadataResponse:
-        if not request.metadata_field:
-            raise invalid("GetModelMetadataRequest must specify at least one metadata_field")
-        for f in request.metadata_field:
-            if f != "signature_def":
-                raise invalid(f"Metadata field {f} is not supported")
-        spec = _spec(request.model_spec)
-        servable = self.service.servable(spec)
-        response = get_model_metadata_pb2.GetModelMetadataResponse()
-        response.model_spec.name = spec.name
-        response.model_spec.version.value = servable.version
-        packed = any_pb2.Any()
-        packed.Pack(servable.signature_defs)
-        response.metadata["signature_def"].CopyFrom(packed)
-        return response
 
     async def _status(self, request: Any) -> get_model_status_pb2.GetModelStatusResponse:
         spec = _spec(request.model_spec)
@@ -254,3 +145,142 @@ class GrpcApi:
             response.status.error_code = err.code_number
             response.status.error_message = err.message
         return response
+
+
+# ------------------------------------------------------------------------------------------- decode
+def _spec(model_spec: Any) -> Spec:
+    which = model_spec.WhichOneof("version_choice")
+    if not model_spec.name:
+        raise invalid("Missing ModelSpec.name")
+    version = model_spec.version.value if which == "version" else None
+    label = model_spec.version_label if which == "version_label" else None
+    return Spec(model_spec.name, version, label, model_spec.signature_name)
+
+
+class _ProtoPredict:
+    """A PredictRequest message; its TensorProtos are decoded once the signature is found."""
+
+    __slots__ = ("message", "spec")
+
+    def __init__(self, message: predict_pb2.PredictRequest) -> None:
+        self.message = message
+        self.spec = _spec(message.model_spec)
+
+    @property
+    def output_filter(self) -> list[str]:
+        return list(self.message.output_filter)
+
+    def feature_rows(self, sig: Any) -> None:
+        return None  # gRPC sends the signature's own tensors
+
+    def tensors(self, sig: Any) -> dict[str, Any]:
+        return {k: proto_codec.to_ndarray(v, k) for k, v in self.message.inputs.items()}
+
+
+def _examples(message: Any) -> ExamplesRequest:
+    spec = _spec(message.model_spec)
+    return ExamplesRequest(spec, None, proto_codec.serialized_examples(message.input))
+
+
+def _multi(message: inference_pb2.MultiInferenceRequest) -> MultiInferenceRequest:
+    tasks = message.tasks
+    MultiInference.check([t.model_spec.name for t in tasks], [t.model_spec.signature_name for t in tasks])
+    serialized = proto_codec.serialized_examples(message.input)
+    return MultiInferenceRequest(
+        tuple(InferenceTask(_spec(t.model_spec), t.method_name) for t in tasks), serialized
+    )
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+async def _metadata(
+    service: InferenceService, request: Any
+) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    """GetModelMetadata: the version's SignatureDefs (no model call, so no decode or encode step)."""
+    if not request.metadata_field:
+        raise invalid("GetModelMetadataRequest must specify at least one metadata_field")
+    for f in request.metadata_field:
+        if f != "signature_def":
+            raise invalid(f"Metadata field {f} is not supported")
+    spec = _spec(request.model_spec)
+    servable = service.servable(spec)
+    response = get_model_metadata_pb2.GetModelMetadataResponse()
+    response.model_spec.name = spec.name
+    response.model_spec.version.value = servable.version
+    packed = any_pb2.Any()
+    packed.Pack(servable.signature_defs)
+    response.metadata["signature_def"].CopyFrom(packed)
+    return response
+
+
+# ------------------------------------------------------------------------------------------- encode
+def _fill_spec(out: Any, answer: Answer) -> None:
+    out.name = answer.model
+    out.version.value = answer.version
+    out.signature_name = answer.signature
+
+
+def _encode_predict(answer: Answer) -> predict_pb2.PredictResponse:
+    response = predict_pb2.PredictResponse()
+    _fill_spec(response.model_spec, answer)
+    for k, v in answer.result.items():
+        proto_codec.from_ndarray(v, response.outputs[k])
+    return response
+
+
+def _fill_classifications(out: classification_pb2.ClassificationResult, result: Classification) -> None:
+    classifications = out.classifications
+    labels, scores = result.labels, result.scores
+    if labels is None:
+        for row in scores:  # type: ignore[union-attr]
+            c = classifications.add()
+            for score in row:
+                c.classes.add().score = score
+    elif scores is None:
+        for row in labels:
+            c = classifications.add()
+            for label in row:
+                c.classes.add().label = label
+    else:
+        for label_row, score_row in zip(labels, scores, strict=True):
+            c = classifications.add()
+            for label, score in zip(label_row, score_row, strict=True):
+                cl = c.classes.add()
+                cl.label = label
+                cl.score = score
+
+
+def _fill_regressions(out: regression_pb2.RegressionResult, values: Any) -> None:
+    regressions = out.regressions
+    for v in values.tolist():
+        regressions.add().value = v
+
+
+def _examples_encoder(response_type: Any, fill: Callable[[Any, Any], None]) -> Callable[[Answer], Any]:
+    """A Classify or Regress answer as its response message: model spec and result."""
+
+    def encode(answer: Answer) -> Any:
+        response = response_type()
+        _fill_spec(response.model_spec, answer)
+        fill(response.result, answer.result)
+        return response
+
+    return encode
+
+
+_encode_classify = _examples_encoder(classification_pb2.ClassificationResponse, _fill_classifications)
+_encode_regress = _examples_encoder(regression_pb2.RegressionResponse, _fill_regressions)
+
+
+def _encode_multi(answers: list[tuple[str, Answer]]) -> inference_pb2.MultiInferenceResponse:
+    response = inference_pb2.MultiInferenceResponse()
+    for method, answer in answers:
+        result = response.results.add()
+        if method == CLASSIFY_METHOD:
+            _fill_classifications(result.classification_result, answer.result)
+        else:
+            _fill_regressions(result.regression_result, answer.result)
+        _fill_spec(result.model_spec, answer)
+    return response

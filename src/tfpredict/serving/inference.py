@@ -1,33 +1,35 @@
-"""The request path shared by REST and gRPC: find the servable and signature, batch, predict, unbatch.
+"""The request path, once per kind of request: decode -> batch -> predict -> unbatch -> encode.
 
-One small class per kind of request (Predict, Classify, Regress), each with the same steps:
-`prepare` (what to feed and how it may be batched) -> `InferenceService.run` (the batcher, or a worker
-thread when batching is off) -> `finish` (check and shape the outputs). The front ends only decode
-their protocol into these calls and encode what comes back.
+The front ends (rest.py: JSON, grpc_api.py: protobuf) only decode their protocol into a request value
+(PredictRequest, ExamplesRequest, MultiInferenceRequest) and encode the Answer that comes back. Between
+them, one small class per kind (Predict, Classify, Regress, MultiInference) runs `infer`, whose steps are:
+
+    servable, signature   the version the request's Spec names, and its signature ("" = serving_default)
+    batch                 what to feed, and the key by which calls are merged into one batch
+    predict               InferenceService.run: the servable's batcher, or a worker thread if batching is off
+    unbatch               this request's outputs, checked and shaped as TF Serving does
+
+`InferenceService.run` is the one place that decides how a call is batched. The path costs one coroutine
+(`infer`) between a front end's handler and the future it awaits: no Task, no other await.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from . import json_codec, proto_codec
+from . import json_codec
 from .models import CallKey, ModelManager, Servable
 from .status import ServingError, invalid
-
-log = logging.getLogger(__name__)
 
 DEFAULT_SIGNATURE = "serving_default"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
-MAX_WARMUP_RECORDS = 1000
 
 
 class Spec(NamedTuple):
@@ -46,6 +48,15 @@ class Call:
     key: CallKey
     data: Any
     size: int | None  # rows, or None when the inputs have no common batch dimension (never batched)
+
+
+class Answer(NamedTuple):
+    """What a request's path gives back to its front end to encode."""
+
+    model: str
+    version: int
+    signature: str
+    result: Any  # the kind's unbatch(): outputs, a Classification, or regression values
 
 
 def signature_of(servable: Servable, name: str) -> Any:
@@ -72,154 +83,12 @@ def rows_call(signature: str, rows: list[dict[str, Any]], outputs: tuple[str, ..
     return Call(("rows", signature, outputs), rows, len(rows))
 
 
-class Predict:
-    @staticmethod
-    def prepare(
-        servable: Servable, sig: Any, inputs: dict[str, np.ndarray], output_filter: list[str]
-    ) -> Call:
-        missing = sorted(set(sig.inputs) - set(inputs))
-        extra = sorted(set(inputs) - set(sig.inputs))
-        if missing or extra:
-            raise invalid(
-                f"Request inputs do not match required inputs for model `{servable.name}`. "
-                f"Send extra: {{{', '.join(extra)}}}. Missing but required: {{{', '.join(missing)}}}."
-            )
-        outputs = _output_filter(sig, output_filter)
-        return tensors_call(sig.name, inputs, outputs)
-
-    @staticmethod
-    def prepare_rows(sig: Any, rows: list[dict[str, Any]], output_filter: list[str]) -> Call:
-        return rows_call(sig.name, rows, _output_filter(sig, output_filter))
-
-
-def _output_filter(sig: Any, output_filter: list[str]) -> tuple[str, ...]:
-    seen = set()
-    for name in output_filter:
-        if name not in sig.outputs:
-            raise invalid(
-                f"output tensor alias not found in signature: {name} Outputs expected to be in the set "
-                f"{{{','.join(sorted(sig.outputs))}}}."
-            )
-        if name in seen:
-            raise invalid(f"duplicate output tensor alias: {name}")
-        seen.add(name)
-    return tuple(output_filter)
-
-
 def uses_feature_rows(servable: Servable, sig: Any) -> bool:
     """True when a signature starts with a tf.Example parse the core can skip (or build examples for)."""
     try:
         return servable.predictor.path_for(sig.name) in ("features", "examples")
     except Exception:
         return False
-
-
-class Classify:
-    OUTPUTS = ("classes", "scores")
-
-    @staticmethod
-    def check(sig: Any) -> None:
-        if len(sig.inputs) != 1:
-            raise invalid("Expected one input Tensor.")
-        if not any(k in sig.outputs for k in Classify.OUTPUTS):
-            raise invalid(
-                f'Expected classification signature outputs to contain at least one of "classes" or '
-                f'"scores". Signature {sig.name!r} has: {", ".join(sorted(sig.outputs))}'
-            )
-
-    @staticmethod
-    def prepare(
-        servable: Servable, sig: Any, rows: list[dict[str, Any]] | None, serialized: np.ndarray | None
-    ) -> Call:
-        outputs = servable.memo(("classify", sig.name), lambda: Classify._outputs(sig))
-        return _examples_call(servable, sig, outputs, rows, serialized)
-
-    @staticmethod
-    def _outputs(sig: Any) -> tuple[str, ...]:
-        Classify.check(sig)
-        return tuple(k for k in Classify.OUTPUTS if k in sig.outputs)
-
-    @staticmethod
-    def finish(outputs: dict[str, np.ndarray], n: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """(classes [n, k] of bytes or None, scores [n, k] float32 or None), validated as TF Serving does."""
-        classes, scores = outputs.get("classes"), outputs.get("scores")
-        for what, t in (("classes", classes), ("scores", scores)):
-            if t is None:
-                continue
-            if t.ndim == 1:
-                t = t.reshape(-1, 1)
-            if t.ndim != 2:
-                raise invalid(f"Expected Tensor shape: [batch_size num_classes] but got {list(t.shape)}")
-            if t.shape[0] != n:
-                raise invalid(f"Expected {what} output batch size of {n}. Got: {t.shape[0]}")
-            if what == "classes":
-                if t.dtype.kind not in "OSU":
-                    raise invalid(f"Expected classes Tensor of DT_STRING. Got: {t.dtype}")
-                classes = t
-            else:
-                if t.dtype.kind != "f":
-                    raise invalid(f"Expected scores Tensor of DT_FLOAT. Got: {t.dtype}")
-                scores = t.astype(np.float32, copy=False)
-        if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
-            raise invalid(
-                "Tensors class and score should match in dim_size(1). Got "
-                f"{classes.shape[1]} vs. {scores.shape[1]}"
-            )
-        return classes, scores
-
-
-class Regress:
-    @staticmethod
-    def check(sig: Any) -> None:
-        if len(sig.inputs) != 1:
-            raise invalid("Expected one input Tensor.")
-        if "outputs" not in sig.outputs:
-            raise invalid(
-                f'Expected regression signature to have an "outputs" output; {sig.name!r} has: '
-                f"{', '.join(sorted(sig.outputs))}"
-            )
-
-    @staticmethod
-    def prepare(
-        servable: Servable, sig: Any, rows: list[dict[str, Any]] | None, serialized: np.ndarray | None
-    ) -> Call:
-        servable.memo(("regress", sig.name), lambda: Regress.check(sig))
-        return _examples_call(servable, sig, ("outputs",), rows, serialized)
-
-    @staticmethod
-    def finish(outputs: dict[str, np.ndarray], n: int) -> np.ndarray:
-        t = outputs["outputs"]
-        if not (t.ndim == 1 or (t.ndim == 2 and t.shape[1] == 1)):
-            raise invalid(
-                "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
-                f"{list(t.shape)}"
-            )
-        if t.shape[0] != n:
-            raise invalid(f"Input batch size did not match output batch size: {n} vs. {t.shape[0]}")
-        if t.dtype.kind != "f":
-            raise invalid(f"Expected output Tensor of DT_FLOAT.  Got: {t.dtype}")
-        return t.reshape(-1).astype(np.float32, copy=False)
-
-
-def _examples_call(
-    servable: Servable,
-    sig: Any,
-    outputs: tuple[str, ...],
-    rows: list[dict[str, Any]] | None,
-    serialized: np.ndarray | None,
-) -> Call:
-    if rows is not None and uses_feature_rows(servable, sig):
-        return rows_call(sig.name, rows, outputs)  # the fast path: no tf.Example is built or parsed
-    if serialized is None:
-        assert rows is not None
-        serialized = json_codec.rows_to_examples(rows)
-    (input_key,) = sig.inputs
-    if sig.inputs[input_key].dtype != "string":
-        raise invalid(
-            f"Signature {sig.name!r} takes {sig.inputs[input_key].dtype} input {input_key!r}, not serialized "
-            "tf.Examples; use :predict for it"
-        )
-    return tensors_call(sig.name, {input_key: serialized}, outputs)
 
 
 class InferenceService:
@@ -247,40 +116,246 @@ class InferenceService:
         self.executor.shutdown(wait=True)
 
 
-# ---------------------------------------------------------------------------------------------- warm-up
-def warmup(servable: Servable) -> int:
-    """Replay assets.extra/tf_serving_warmup_requests (PredictionLog records) before serving a version."""
-    path = servable.path / WARMUP_FILE
-    if not path.is_file():
-        return 0
-    import tensorflow as tf
-    from tensorflow_serving.apis import prediction_log_pb2
+class Kind:
+    """One kind of request; `infer` is its whole path, `batch` and `unbatch` what is particular to it."""
 
-    count = 0
-    for record in tf.compat.v1.io.tf_record_iterator(str(path)):
-        if count >= MAX_WARMUP_RECORDS:
-            break
-        entry = prediction_log_pb2.PredictionLog.FromString(record)
-        kind = entry.WhichOneof("log_type")
-        p = servable.predictor
-        if kind == "predict_log":
-            req = entry.predict_log.request
-            sig = signature_of(servable, req.model_spec.signature_name)
-            inputs = {k: proto_codec.to_ndarray(v, k) for k, v in req.inputs.items()}
-            p.run(inputs, signature=sig.name, outputs=list(req.output_filter) or None)
-        elif kind in ("classify_log", "regress_log"):
-            req = getattr(entry, kind).request
-            sig = signature_of(servable, req.model_spec.signature_name)
-            (key,) = sig.inputs
-            p.run({key: proto_codec.serialized_examples(req.input)}, signature=sig.name)
-        elif kind == "multi_inference_log":
-            req = entry.multi_inference_log.request
-            examples = proto_codec.serialized_examples(req.input)
-            for task in req.tasks:
-                sig = signature_of(servable, task.model_spec.signature_name)
-                (key,) = sig.inputs
-                p.run({key: examples}, signature=sig.name)
-        else:
-            raise ServingError("INVALID_ARGUMENT", f"Unsupported warm-up log type {kind!r} in {path}")
-        count += 1
-    return count
+    async def infer(self, service: InferenceService, request: Any) -> Answer:
+        spec = request.spec
+        servable = service.servable(spec)
+        with servable:  # counted in flight: the version is not unloaded under the request
+            sig = signature_of(servable, spec.signature)
+            call = self.batch(servable, sig, request)
+            outputs = await service.run(servable, call)
+        return Answer(spec.name, servable.version, sig.name, self.unbatch(outputs, request))
+
+    def batch(self, servable: Servable, sig: Any, request: Any) -> Call:
+        raise NotImplementedError
+
+    def unbatch(self, outputs: dict[str, np.ndarray], request: Any) -> Any:
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------------------------- predict
+class PredictRequest(Protocol):
+    """A Predict request as a front end decodes it. Its tensors are decoded once the signature is known:
+    JSON carries no dtypes (the signature's give them), and TF Serving looks up the signature first."""
+
+    spec: Spec
+    output_filter: Sequence[str]
+
+    def feature_rows(self, sig: Any) -> list[dict[str, Any]] | None:
+        """Feature dicts (not the signature's own inputs) to feed past its tf.Example parse, or None."""
+
+    def tensors(self, sig: Any) -> dict[str, np.ndarray]:
+        """The signature's input tensors."""
+
+
+class Predict(Kind):
+    def batch(self, servable: Servable, sig: Any, request: PredictRequest) -> Call:
+        rows = request.feature_rows(sig)
+        if rows is not None and uses_feature_rows(servable, sig):
+            # Feature dicts for an Estimator's parsing signature: the core feeds them past ParseExample.
+            return rows_call(sig.name, rows, _output_filter(sig, request.output_filter))
+        inputs = request.tensors(sig)
+        missing = sorted(set(sig.inputs) - set(inputs))
+        extra = sorted(set(inputs) - set(sig.inputs))
+        if missing or extra:
+            raise invalid(
+                f"Request inputs do not match required inputs for model `{request.spec.name}`. "
+                f"Send extra: {{{', '.join(extra)}}}. Missing but required: {{{', '.join(missing)}}}."
+            )
+        return tensors_call(sig.name, inputs, _output_filter(sig, request.output_filter))
+
+    def unbatch(self, outputs: dict[str, np.ndarray], request: PredictRequest) -> dict[str, np.ndarray]:
+        return outputs
+
+
+def _output_filter(sig: Any, output_filter: Sequence[str]) -> tuple[str, ...]:
+    seen = set()
+    for name in output_filter:
+        if name not in sig.outputs:
+            raise invalid(
+                f"output tensor alias not found in signature: {name} Outputs expected to be in the set "
+                f"{{{','.join(sorted(sig.outputs))}}}."
+            )
+        if name in seen:
+            raise invalid(f"duplicate output tensor alias: {name}")
+        seen.add(name)
+    return tuple(output_filter)
+
+
+# ---------------------------------------------------------------------------------- classify / regress
+class ExamplesRequest(NamedTuple):
+    """A Classify or Regress request: tf.Examples, as feature rows (REST JSON) or serialized (gRPC)."""
+
+    spec: Spec
+    rows: list[dict[str, Any]] | None
+    serialized: np.ndarray | None
+
+    @property
+    def size(self) -> int:
+        return len(self.rows if self.rows is not None else self.serialized)  # type: ignore[arg-type]
+
+
+class Classification(NamedTuple):
+    """Classify's answer, one list per example: labels and/or scores (at least one), `width` classes each."""
+
+    labels: list[list[str]] | None
+    scores: list[list[float]] | None
+    width: int
+
+
+class ExamplesKind(Kind):
+    """Classify and Regress: a signature of one input (serialized tf.Examples) and named outputs."""
+
+    kind = ""
+    outputs: tuple[str, ...] = ()  # the outputs TF Serving reads, of which the signature needs one
+
+    def missing_outputs(self, sig: Any) -> str:
+        raise NotImplementedError
+
+    def batch(self, servable: Servable, sig: Any, request: ExamplesRequest) -> Call:
+        outputs = servable.memo((self.kind, sig.name), lambda: self._checked_outputs(sig))
+        if request.rows is not None and uses_feature_rows(servable, sig):
+            return rows_call(
+                sig.name, request.rows, outputs
+            )  # the fast path: no tf.Example is built or parsed
+        serialized = request.serialized
+        if serialized is None:
+            assert request.rows is not None
+            serialized = json_codec.rows_to_examples(request.rows)
+        (input_key,) = sig.inputs
+        if sig.inputs[input_key].dtype != "string":
+            raise invalid(
+                f"Signature {sig.name!r} takes {sig.inputs[input_key].dtype} input {input_key!r}, not "
+                "serialized tf.Examples; use :predict for it"
+            )
+        return tensors_call(sig.name, {input_key: serialized}, outputs)
+
+    def _checked_outputs(self, sig: Any) -> tuple[str, ...]:
+        """Once per version and signature (Servable.memo); a check that fails is not remembered."""
+        if len(sig.inputs) != 1:
+            raise invalid("Expected one input Tensor.")
+        outputs = tuple(k for k in self.outputs if k in sig.outputs)
+        if not outputs:
+            raise invalid(self.missing_outputs(sig))
+        return outputs
+
+
+class Classify(ExamplesKind):
+    kind = "classify"
+    outputs = ("classes", "scores")
+
+    def missing_outputs(self, sig: Any) -> str:
+        return (
+            f'Expected classification signature outputs to contain at least one of "classes" or '
+            f'"scores". Signature {sig.name!r} has: {", ".join(sorted(sig.outputs))}'
+        )
+
+    def unbatch(self, outputs: dict[str, np.ndarray], request: ExamplesRequest) -> Classification:
+        """Classes [n, k] of strings and scores [n, k] of float32, validated as TF Serving does."""
+        n = request.size
+        classes, scores = outputs.get("classes"), outputs.get("scores")
+        for what, t in (("classes", classes), ("scores", scores)):
+            if t is None:
+                continue
+            if t.ndim == 1:
+                t = t.reshape(-1, 1)
+            if t.ndim != 2:
+                raise invalid(f"Expected Tensor shape: [batch_size num_classes] but got {list(t.shape)}")
+            if t.shape[0] != n:
+                raise invalid(f"Expected {what} output batch size of {n}. Got: {t.shape[0]}")
+            if what == "classes":
+                if t.dtype.kind not in "OSU":
+                    raise invalid(f"Expected classes Tensor of DT_STRING. Got: {t.dtype}")
+                classes = t
+            else:
+                if t.dtype.kind != "f":
+                    raise invalid(f"Expected scores Tensor of DT_FLOAT. Got: {t.dtype}")
+                scores = t.astype(np.float32, copy=False)
+        if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
+            raise invalid(
+                "Tensors class and score should match in dim_size(1). Got "
+                f"{classes.shape[1]} vs. {scores.shape[1]}"
+            )
+        width = (classes if classes is not None else scores).shape[1]  # type: ignore[union-attr]
+        labels = None if classes is None else [[_text(c) for c in row] for row in classes.tolist()]
+        return Classification(labels, None if scores is None else scores.tolist(), width)
+
+
+class Regress(ExamplesKind):
+    kind = "regress"
+    outputs = ("outputs",)
+
+    def missing_outputs(self, sig: Any) -> str:
+        return (
+            f'Expected regression signature to have an "outputs" output; {sig.name!r} has: '
+            f"{', '.join(sorted(sig.outputs))}"
+        )
+
+    def unbatch(self, outputs: dict[str, np.ndarray], request: ExamplesRequest) -> np.ndarray:
+        """One float32 value per example."""
+        n = request.size
+        t = outputs["outputs"]
+        if not (t.ndim == 1 or (t.ndim == 2 and t.shape[1] == 1)):
+            raise invalid(
+                "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
+                f"{list(t.shape)}"
+            )
+        if t.shape[0] != n:
+            raise invalid(f"Input batch size did not match output batch size: {n} vs. {t.shape[0]}")
+        if t.dtype.kind != "f":
+            raise invalid(f"Expected output Tensor of DT_FLOAT.  Got: {t.dtype}")
+        return t.reshape(-1).astype(np.float32, copy=False)
+
+
+def _text(v: Any) -> str:
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+
+
+# ------------------------------------------------------------------------------------- multi-inference
+class InferenceTask(NamedTuple):
+    spec: Spec
+    method: str  # CLASSIFY_METHOD or REGRESS_METHOD
+
+
+class MultiInferenceRequest(NamedTuple):
+    """Several classify / regress signatures of one model over the same serialized tf.Examples."""
+
+    tasks: tuple[InferenceTask, ...]
+    serialized: np.ndarray
+
+
+class MultiInference:
+    """Each task's Classify or Regress path in turn, on the examples decoded once."""
+
+    @staticmethod
+    def check(models: Sequence[str], signatures: Sequence[str]) -> None:
+        """The tasks' ModelSpecs, checked before the examples are decoded (TF Serving's order)."""
+        if not models:
+            raise invalid("MultiInferenceRequest must contain at least one task")
+        if len(set(models)) != 1:
+            raise invalid("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+        named = [s or DEFAULT_SIGNATURE for s in signatures]
+        if len(set(named)) != len(named):
+            raise invalid("Duplicate evaluation of signature: " + ", ".join(named))
+
+    async def infer(
+        self, service: InferenceService, request: MultiInferenceRequest
+    ) -> list[tuple[str, Answer]]:
+        """(method, answer) per task, in the request's order."""
+        answers = []
+        for task in request.tasks:
+            kind = EXAMPLES_KINDS.get(task.method)
+            if kind is None:
+                raise ServingError("UNIMPLEMENTED", f"Unsupported signature method_name: {task.method}")
+            answer = await kind.infer(service, ExamplesRequest(task.spec, None, request.serialized))
+            answers.append((task.method, answer))
+        return answers
+
+
+PREDICT = Predict()
+CLASSIFY = Classify()
+REGRESS = Regress()
+MULTI_INFERENCE = MultiInference()
+EXAMPLES_KINDS: dict[str, ExamplesKind] = {CLASSIFY_METHOD: CLASSIFY, REGRESS_METHOD: REGRESS}

@@ -23,9 +23,10 @@ from .config import (
     read_model_config_file,
     read_monitoring_config,
 )
-from .inference import InferenceService, warmup
+from .inference import InferenceService
 from .metrics import Metrics
 from .models import ModelManager
+from .warmup import warmup
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,8 @@ async def _run(
     ready: threading.Event | None,
 ) -> int:
     from .grpc_api import GrpcApi
-    from .rest import HttpServer, RestApi
+    from .http1 import HttpServer
+    from .rest import RestApi
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -169,9 +171,8 @@ async def _run(
     http = None
     if options.rest_api_port:
         prometheus = monitoring.prometheus_path if monitoring.prometheus_enable else None
-        http = HttpServer(
-            RestApi(service, metrics, prometheus, options.max_request_bytes, options.rest_api_timeout_in_ms)
-        )
+        api = RestApi(service, metrics, prometheus, options.rest_api_timeout_in_ms)
+        http = HttpServer(api.handle, options.max_request_bytes)
         await _bind(
             "REST", options.host, options.rest_api_port, http.start(options.host, options.rest_api_port)
         )
