@@ -15,9 +15,11 @@ from . import features as F
 from .errors import InputError, ModelLoadError, PredictionError
 from .features import FeatureSpec, SparseValue
 from .savedmodel import (
+    CsvSpec,
     FunctionSignatures,
     ParseSpec,
     SignatureInfo,
+    find_csv_spec,
     find_parse_spec,
     load_session,
     resolve_export_dir,
@@ -33,6 +35,15 @@ DEFAULT_BATCH_SIZE = 8192
 PATH_FEATURES = "features"  # parsed features fed straight past ParseExample: no tf.Example is ever built
 PATH_EXAMPLES = "examples"  # fallback: rows serialized to tf.Example, then the signature as exported
 PATH_TENSORS = "tensors"  # a raw signature: its own input tensors are fed
+
+
+@dataclass(frozen=True)
+class NodeTime:
+    """One graph node's time in a traced model call (see Predictor.trace)."""
+
+    name: str
+    op_type: str
+    ms: float
 
 
 @dataclass
@@ -115,6 +126,7 @@ class Predictor:
         self.rewrites: list[str] = []  # legacy ops replaced by current ones at load (legacy_ops.py)
         self.inlined: list[str] = []  # function calls spliced into the graph to reach a parse op (inline.py)
         self._plans: dict[str, _Plan] = {}
+        self._csv_specs: dict[str, CsvSpec | None] = {}
         self._callables: dict[tuple[Any, ...], Any] = {}
         self._lock = threading.Lock()
 
@@ -206,7 +218,23 @@ class Predictor:
             return f"rows serialized to tf.Example, then the signature as exported: {why}"
         if self._functions is not None:
             return "a raw signature called as a TF2 function (a graph session cannot restore its variables)"
+        csv = self.csv_spec_for(signature)
+        if csv is not None:
+            return (
+                f"whole CSV lines fed to {csv.line_input!r}, parsed by the export's own DecodeCSV "
+                f"({len(csv.dtypes)} columns); `tfpredict predict` feeds a CSV file's lines as they are"
+            )
         return "a raw signature: its own input tensors are fed"
+
+    def csv_spec_for(self, signature: str | None = None) -> CsvSpec | None:
+        """How a signature that takes whole CSV lines (DecodeCSV in the graph) reads them, or None."""
+        name = signature or self.signature
+        if name not in self._csv_specs:
+            sig = self.signatures.get(name)
+            if sig is None:
+                raise InputError(f"No signature {name!r}; the export has: {', '.join(sorted(self.signatures))}")
+            self._csv_specs[name] = find_csv_spec(self._graph, sig) if self._functions is None else None
+        return self._csv_specs[name]
 
     def serialized_input_for(self, signature: str | None = None) -> str | None:
         """The signature input that takes serialized tf.Examples (for `run`), or None for a raw signature."""
@@ -319,6 +347,34 @@ class Predictor:
         step(*feeds.values, run_metadata=metadata)
         return sum(n.op == "_XlaCompile" for g in metadata.partition_graphs for n in g.node)
 
+    def trace(self, feeds: Feeds, runs: int = 3) -> list[NodeTime]:
+        """Each graph node's time in one model call on `feeds` (mean of `runs` FULL_TRACE runs after one warm
+        run), from the session's step stats: the doctor's view of where the model spends its time."""
+        import tensorflow as tf
+
+        if self._functions is not None:
+            raise PredictionError("the export runs as TF2 functions: there are no graph-session step stats")
+        plan = self._plan(feeds.signature)
+        graph = self._graph
+        fetches = [graph.get_tensor_by_name(t.tensor_name) for t in plan.signature.outputs.values()]
+        feed_dict = {
+            graph.get_tensor_by_name(n): v for n, v in zip(plan.feed_tensors(), feeds.values, strict=True)
+        }
+        options = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE)
+        self._session.run(fetches, feed_dict=feed_dict)  # warm: no first-run setup in the traced runs
+        micros: dict[str, float] = {}
+        types: dict[str, str] = {}
+        for _ in range(runs):  # several: one run on a busy machine can be off by a descheduled thread
+            metadata = tf.compat.v1.RunMetadata()
+            self._session.run(fetches, feed_dict=feed_dict, options=options, run_metadata=metadata)
+            for node in (n for dev in metadata.step_stats.dev_stats for n in dev.node_stats):
+                name = node.node_name.split(":")[0]
+                if name not in types:
+                    types[name] = _op_type(graph, name, node.timeline_label)
+                spent = node.all_end_rel_micros or (node.op_end_rel_micros - node.op_start_rel_micros)
+                micros[name] = micros.get(name, 0.0) + max(0, spent)
+        return [NodeTime(name, types[name], us / 1000.0 / runs) for name, us in micros.items()]
+
     def close(self) -> None:
         self._session.close()
 
@@ -401,6 +457,13 @@ class Predictor:
             else:
                 flat.append(value)
         return Feeds(plan.signature.name, n, flat)
+
+
+def _op_type(graph: Any, name: str, timeline_label: str) -> str:
+    try:
+        return str(graph.get_operation_by_name(name).type)
+    except (KeyError, ValueError):  # a node the runtime added (e.g. _Send): its label says "name = Op(...)"
+        return timeline_label.split("(")[0].split("=")[-1].strip() if "=" in timeline_label else name
 
 
 def _default_signature(signatures: dict[str, SignatureInfo]) -> str:

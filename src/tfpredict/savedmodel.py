@@ -314,6 +314,41 @@ def find_parse_spec(graph: Any, session: Any, signature: SignatureInfo) -> Parse
     return spec
 
 
+@dataclass(frozen=True)
+class CsvSpec:
+    """A receiver that takes whole CSV lines (DecodeCSV on the signature's string input): Cloud ML Engine's
+    "CSV" serving input. The columns are positional; each has a dtype and a default ('' = required)."""
+
+    line_input: str  # the signature input key that takes the lines
+    dtypes: tuple[str, ...]
+    delimiter: str
+    quoted: bool
+
+
+def find_csv_spec(graph: Any, signature: SignatureInfo) -> CsvSpec | None:
+    """The DecodeCSV op fed by this signature's one string input (through Identity, ExpandDims, Reshape),
+    or None."""
+    if len(signature.inputs) != 1:
+        return None
+    ((key, info),) = signature.inputs.items()
+    if info.dtype != "string" or not info.tensor_name:
+        return None
+    todo = [graph.get_tensor_by_name(info.tensor_name)]
+    while todo:
+        tensor = todo.pop()
+        for op in tensor.consumers():
+            if op.type == "DecodeCSV" and op.inputs[0] is tensor:
+                return CsvSpec(
+                    key,
+                    tuple(tf.dtypes.as_dtype(t).name for t in op.get_attr("OUT_TYPE")),
+                    op.get_attr("field_delim").decode(),
+                    bool(op.get_attr("use_quote_delim")),
+                )
+            if op.type in ("Identity", "ExpandDims", "Reshape", "Squeeze"):
+                todo.append(op.outputs[0])
+    return None
+
+
 def _consumers(tensor: Any) -> list[Any]:
     """Ops that read `tensor`, looking through Identity ops."""
     found = []

@@ -504,46 +504,18 @@ _NOT_WORK = {
 def trace_ops(
     predictor: Predictor, feeds: Feeds, top: int = 12, runs: int = 3
 ) -> tuple[list[OpTime], dict[str, float]]:
-    """The model's graph nodes by time for one call (mean of `runs`), from FULL_TRACE RunMetadata step stats.
+    """The model's graph nodes by time for one call (mean of `runs`), from Predictor.trace's step stats.
 
-    Reads the Predictor's private session and plan (the core exposes no tracing hook): the same tensors
-    predict_feeds feeds and fetches, run once with tracing on. Returns the top nodes and the time per
-    category ("dense layers", "embeddings / one-hot", ...) as shares of all traced op time.
+    Returns the top nodes and the time per category ("dense layers", "embeddings / one-hot", ...) as shares
+    of all traced op time.
     """
-    import tensorflow as tf
-
-    if getattr(predictor, "_functions", None) is not None:  # the core calls TF2 functions, not the session
-        raise RuntimeError("the export runs as TF2 functions: no graph-session step stats to read")
-    plan = predictor._plan(feeds.signature)  # noqa: SLF001 - see docstring
-    graph = predictor._graph  # noqa: SLF001
-    session = predictor._session  # noqa: SLF001
-    fetches = [graph.get_tensor_by_name(t.tensor_name) for t in plan.signature.outputs.values()]
-    feed_dict = {
-        graph.get_tensor_by_name(n): v for n, v in zip(plan.feed_tensors(), feeds.values, strict=True)
-    }
-    options = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE)
-    session.run(fetches, feed_dict=feed_dict)  # warm: the traced run should not include first-run setup
-    traces = []
-    for _ in range(runs):  # several runs: one run on a busy machine can be off by a descheduled thread
-        metadata = tf.compat.v1.RunMetadata()
-        session.run(fetches, feed_dict=feed_dict, options=options, run_metadata=metadata)
-        traces.append(metadata)
-
     totals: dict[str, float] = {}
     types: dict[str, str] = {}
-    for dev in (d for md in traces for d in md.step_stats.dev_stats):
-        for node in dev.node_stats:
-            name = node.node_name.split(":")[0]
-            try:
-                op_type = graph.get_operation_by_name(name).type
-            except (KeyError, ValueError):
-                label = node.timeline_label
-                op_type = label.split("(")[0].split("=")[-1].strip() if "=" in label else name
-            if op_type in _NOT_WORK or name.startswith("_"):
-                continue
-            micros = node.all_end_rel_micros or (node.op_end_rel_micros - node.op_start_rel_micros)
-            totals[name] = totals.get(name, 0.0) + max(0, micros) / 1000.0 / runs
-            types[name] = op_type
+    for node in predictor.trace(feeds, runs=runs):
+        if node.op_type in _NOT_WORK or node.name.startswith("_"):
+            continue
+        totals[node.name] = node.ms
+        types[node.name] = node.op_type
     whole = sum(totals.values()) or 1.0
     ranked = sorted(totals.items(), key=lambda kv: -kv[1])
     ops = [OpTime(n, types[n], _CATEGORY_OF.get(types[n], "other"), ms, ms / whole) for n, ms in ranked[:top]]
