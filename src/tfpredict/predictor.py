@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,7 @@ class Predictor:
     (TensorFlow sessions run concurrently and release the GIL while they compute)."""
 
     allow_missing: F.AllowMissing = ()  # predict()'s default: no column may be absent
-    assemble: dict[str, str | list[str]] = {}  # noqa: RUF012 - replaced, never mutated
+    assemble: dict[str, str | Sequence[str]] = {}  # noqa: RUF012 - replaced, never mutated
 
     def __init__(
         self,

@@ -635,11 +635,11 @@ def _cast_to_schema(
             elif pa.types.is_list(target) and _list_depth(col.type) != _list_depth(target):
                 pass  # one value per row, JSON-list text, flat lists for a [3,3] feature: the core reads them
             elif pa.types.is_integer(target) and pa.types.is_floating(col.type):
-                col, bad = floats_to_ints(col, target)
-                if bad is not None:
+                col, first_bad = floats_to_ints(col, target)
+                if first_bad is not None:
                     raise InputError(
-                        f"{file}, row {first_row + bad + 1}, column '{name}': "
-                        f"expected {_expected(target)}, found {col[bad].as_py()!r}"
+                        f"{file}, row {first_row + first_bad + 1}, column '{name}': "
+                        f"expected {_expected(target)}, found {col[first_bad].as_py()!r}"
                     )
                 changed = True
             else:
