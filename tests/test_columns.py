@@ -367,3 +367,13 @@ def test_cli_assemble_range_and_missing_source(features_model: tuple[Path, objec
     assert "missing column 'f9' needed by the model (f9: a source column of input 'features')" in r.stderr
     r = _tfpredict("predict", str(export), str(data), "-o", str(out), "-q", "--assemble", "features")
     assert r.returncode == 2 and "expected INPUT=FIRST:LAST" in r.stderr
+
+
+def test_jsonl_key_absent_from_the_first_lines_is_not_a_missing_column(tmp_path: Path) -> None:
+    data = tmp_path / "rows.jsonl"
+    rows = [{"id": 0, "age": 30.0, "color": "red"}, {"id": 1, "age": 40.0, "hours": 20.0, "city": "paris"}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))  # no zip anywhere; hours not in line 1
+    with pytest.raises(InputError, match=r"rows.jsonl: missing column 'zip'"):
+        predict_files(DNN.export, data, tmp_path / "out.parquet", batch_size=1)
+    result = predict_files(DNN.export, data, tmp_path / "out.parquet", batch_size=1, allow_missing=["zip"])
+    assert result.rows == 2

@@ -742,13 +742,18 @@ def read_jsonl(
                 return
             yield batch
 
-    checked = False
-    row = 0
-
     def batches() -> Iterator[pa.RecordBatch]:
         seen = 0
         try:
             for batch in _restartable(raw_batches, retry_as_floats):
+                if seen == 0:
+                    # A JSON line may omit a key; a column absent from every line of the first block (Arrow's
+                    # read unit, megabytes: not the --batch-size slice) is missing.
+                    names = batch.schema.names
+                    present = [
+                        n for n in names if n not in schema or batch.column(n).null_count < batch.num_rows
+                    ]
+                    check_columns(file, present, schema, keep, allow_missing, assembled)
                 if as_floats:
                     batch = _ints_from_floats(file, batch, as_floats, typed, seen)
                 seen += batch.num_rows
@@ -756,14 +761,9 @@ def read_jsonl(
         except pa.ArrowInvalid as e:
             raise InputError(_json_error(file, str(e), seen, schema)) from None
 
+    row = 0
     for batch in rebatch(batches(), batch_size):
-        names = batch.schema.names
-        if not checked:
-            # A JSON line may omit a key; a column absent from every line of the first block is missing.
-            present = [n for n in names if n not in schema or batch.column(n).null_count < batch.num_rows]
-            check_columns(file, present, schema, keep, allow_missing, assembled)
-            checked = True
-        wanted = [n for n in names if n in schema or n in keep]
+        wanted = [n for n in batch.schema.names if n in schema or n in keep]
         batch = batch.select(wanted)
         yield Chunk(batch, file, row)
         row += batch.num_rows
@@ -971,7 +971,6 @@ def input_columns(file: InputFile) -> list[str]:
 
 def _is_tsv_name(file: InputFile) -> bool:
     return file.path.name.lower().split(".")[-2 if file.compression else -1] == "tsv"
-
 
 
 def read_inputs(
