@@ -377,3 +377,14 @@ def test_jsonl_key_absent_from_the_first_lines_is_not_a_missing_column(tmp_path:
         predict_files(DNN.export, data, tmp_path / "out.parquet", batch_size=1)
     result = predict_files(DNN.export, data, tmp_path / "out.parquet", batch_size=1, allow_missing=["zip"])
     assert result.rows == 2
+
+
+def test_json_list_text_in_a_large_string_column() -> None:
+    fixture = load_fixture("dnn_multiclass")  # point: float32[2], read from CSV text like "[-0.76, -1.34]"
+    with Predictor.load(fixture.export) as p:
+        frame = pd.read_csv(fixture.csv, dtype={"habitat": str})
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        large = table.set_column(
+            table.schema.get_field_index("point"), "point", table.column("point").cast(pa.large_string())
+        )
+        np.testing.assert_allclose(p.predict(large)["probabilities"], p.predict(table)["probabilities"])

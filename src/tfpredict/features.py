@@ -631,6 +631,11 @@ def _json_column(column: pa.Array, list_type: pa.DataType) -> pa.Array | None:
 
     if len(column) == 0:
         return None
+    if not pa.types.is_string(column.type):  # large_string (pandas' string dtype): int32 offsets suffice
+        try:
+            column = column.cast(pa.string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
     text = pc.if_else(pc.equal(pc.fill_null(column, ""), ""), pa.scalar("null"), column)
     lines = pc.binary_join_element_wise(pa.scalar('{"v":'), text, pa.scalar("}\n"), pa.scalar(""))
     if pc.any(pc.match_substring(text, "\n")).as_py():
