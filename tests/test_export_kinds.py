@@ -106,9 +106,9 @@ def _v1_export(path: Path, tags: list[str], declared_dtype: tf.DType | None = No
     if declared_dtype is not None:  # as TF Serving's half_plus_three: the signature says DT_FLOAT
         proto = saved_model_pb2.SavedModel()
         proto.ParseFromString((path / "saved_model.pb").read_bytes())
-        proto.meta_graphs[0].signature_def["serving_default"].inputs["inputs"].dtype = (
-            declared_dtype.as_datatype_enum
-        )
+        proto.meta_graphs[0].signature_def["serving_default"].inputs[
+            "inputs"
+        ].dtype = declared_dtype.as_datatype_enum
         (path / "saved_model.pb").write_bytes(proto.SerializeToString())
     return path
 
@@ -137,3 +137,52 @@ def test_graph_dtype_wins_over_a_mislabelled_signature(tmp_path: Path) -> None:
         assert predictor.signatures["serving_default"].inputs["inputs"].dtype == "string"
         assert predictor.path == "features"
         np.testing.assert_allclose(predictor.predict({"x": [2.0, -4.0]})["outputs"], [[4.0], [1.0]])
+
+
+def _csv_line_export(path: Path) -> Path:
+    """Cloud ML Engine's "CSV" serving input: whole lines in, DecodeCSV in the graph (x: float with a
+    default, city: string, n: int64 required)."""
+    graph = tf.Graph()
+    with graph.as_default():
+        lines = tf.compat.v1.placeholder(tf.string, [None], name="csv_row")
+        x, city, n = tf.io.decode_csv(
+            tf.expand_dims(lines, -1), record_defaults=[[0.5], [""], tf.constant([], tf.int64)]
+        )
+        score = x * 2.0 + tf.cast(tf.strings.length(city), tf.float32) + tf.cast(n, tf.float32) * 10.0
+        with tf.compat.v1.Session(graph=graph) as session:
+            builder = tf.compat.v1.saved_model.Builder(str(path))
+            signature = tf.compat.v1.saved_model.predict_signature_def({"csv_row": lines}, {"score": score})
+            builder.add_meta_graph_and_variables(session, ["serve"], {"serving_default": signature})
+            builder.save()
+    return path
+
+
+@pytest.mark.parametrize("header", [False, True])
+def test_csv_line_receiver_predicts_from_a_csv_file(tmp_path: Path, header: bool) -> None:
+    import json
+    import subprocess
+    import sys
+
+    export = _csv_line_export(tmp_path / "export")
+    with Predictor.load(export) as predictor:
+        assert predictor.csv_spec_for() is not None and predictor.csv_spec_for().dtypes == (
+            "float32",
+            "string",
+            "int64",
+        )
+        assert "DecodeCSV" in predictor.path_reason_for("serving_default")
+    data = tmp_path / "rows.csv"
+    data.write_text(("x,city,n\n" if header else "") + '1.5,ab,3\n,"x,y",1\n-2,,0\n')
+    out = tmp_path / "out.jsonl"
+    env = {**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    cmd = [sys.executable, "-m", "tfpredict", "predict", str(export), str(data), "-o", str(out), "-q"]
+    subprocess.run(cmd, check=True, env=env)
+    scores = [json.loads(line)["score"] for line in out.read_text().splitlines()]
+    np.testing.assert_allclose(np.ravel(scores), [3.0 + 2 + 30, 1.0 + 3 + 10, -4.0 + 0 + 0])
+
+    data.write_text("1.5,ab,3\n2.5,cd\n")  # the second line lacks a field
+    out.unlink()
+    bad = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and not out.exists()
+    assert "rows.csv, data line 2" in bad.stderr and "DecodeCSV" in bad.stderr
+    assert "Traceback" not in bad.stderr

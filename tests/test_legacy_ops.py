@@ -73,7 +73,9 @@ def test_bucketize_with_input_boundaries_matches_the_kernel_definition(
 
 
 def test_bucketize_with_input_boundaries_edge_values_by_hand() -> None:
-    got = bucketize_with_input_boundaries(tf.constant([-5.0, 0.0, 0.5, 1.0, 9.0, NAN]), tf.constant([0.0, 1.0]))
+    got = bucketize_with_input_boundaries(
+        tf.constant([-5.0, 0.0, 0.5, 1.0, 9.0, NAN]), tf.constant([0.0, 1.0])
+    )
     # a value equal to a boundary goes above it; above the last -> len; NaN -> len
     assert got.numpy().tolist() == [0, 1, 1, 2, 2, 2]
     # int input: float boundaries truncate toward zero (1.7 -> 1, -0.5 -> 0), as the kernel's conversion
@@ -95,13 +97,18 @@ def _save_v1_export(path: Path, op: str) -> Path:
         serialized = tf.compat.v1.placeholder(tf.string, [None], name="input_example_tensor")
         parsed = tf.io.parse_example(
             serialized,
-            {"x": tf.io.FixedLenFeature([1], tf.float32), "y": tf.io.FixedLenFeature([1], tf.float32, [0.25])},
+            {
+                "x": tf.io.FixedLenFeature([1], tf.float32),
+                "y": tf.io.FixedLenFeature([1], tf.float32, [0.25]),
+            },
         )
         tf.constant(BOUNDARIES, name="bucket_boundaries")
         # Bucketize stands in for the legacy op while the graph is built and saved (TF 2.21 has no kernel
         # for one and does not know the other); the saved node is then turned into the legacy op below.
         bucket = tf.raw_ops.Bucketize(input=parsed["x"][:, 0], boundaries=[0.0], name="bucketize")
-        weights = tf.compat.v1.get_variable("w", initializer=tf.constant(np.append(WEIGHTS, 8.0).astype(np.float32)))
+        weights = tf.compat.v1.get_variable(
+            "w", initializer=tf.constant(np.append(WEIGHTS, 8.0).astype(np.float32))
+        )
         score = tf.gather(weights, tf.clip_by_value(bucket, 0, 3)) + parsed["y"][:, 0]
         with tf.compat.v1.Session(graph=graph) as session:
             session.run(tf.compat.v1.global_variables_initializer())
@@ -172,6 +179,9 @@ def test_inspect_names_the_rewrites(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     out = subprocess.run(
         [sys.executable, "-m", "tfpredict", "inspect", str(export)],
-        capture_output=True, text=True, env=env, check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
     ).stdout
     assert "BoostedTreesBucketize -> LowerBound" in out

@@ -67,7 +67,11 @@ def _consuming_calls(graph_def: Any, node_name: str, index: int) -> list[tuple[A
     while changed:  # close over Identity chains
         changed = False
         for node in graph_def.node:
-            if node.op == "Identity" and node.input and (_node_of(node.input[0]), _index_of(node.input[0])) in wanted:
+            if (
+                node.op == "Identity"
+                and node.input
+                and (_node_of(node.input[0]), _index_of(node.input[0])) in wanted
+            ):
                 if (node.name, 0) not in wanted:
                     wanted.add((node.name, 0))
                     changed = True
@@ -128,7 +132,9 @@ def _inline(graph_def: Any, call: Any, fdef: Any) -> dict[str, str]:
     results = []
     for out in sig.output_arg:
         results.append(outer(flat(fdef.ret[out.name])))
-    controls = [outer("^" + fdef.control_ret[name]) for name in sig.control_output if name in fdef.control_ret]
+    controls = [
+        outer("^" + fdef.control_ret[name]) for name in sig.control_output if name in fdef.control_ret
+    ]
     replacement = node_def_pb2.NodeDef(name=call.name, op="IdentityN", device=call.device)
     replacement.input.extend(results + controls)
     replacement.attr["T"].list.type.extend(call.attr["Tout"].list.type)

@@ -38,7 +38,9 @@ def boosted_trees_bucketize(values: Any, boundaries: Any) -> Any:
     the index of the first boundary >= value (std::lower_bound), clamped to len(boundaries) - 1; 0 when
     there are no boundaries. A NaN compares false everywhere, so it lands in bucket 0. int32, shape [dim0]."""
     flat = tf.reshape(values, [1, -1])
-    index = tf.raw_ops.LowerBound(sorted_inputs=tf.reshape(boundaries, [1, -1]), values=flat, out_type=tf.int32)
+    index = tf.raw_ops.LowerBound(
+        sorted_inputs=tf.reshape(boundaries, [1, -1]), values=flat, out_type=tf.int32
+    )
     # A NaN: std::lower_bound's `b < NaN` is false for every b -> 0. LowerBound's kernel agrees, but say so.
     index = tf.where(tf.math.is_nan(flat), tf.zeros_like(index), index)
     last = tf.size(boundaries, out_type=tf.int32) - 1

@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from . import features as F
 from .errors import InputError, UsageError
+from .io.lines import read_csv_lines
 from .io.readers import Chunk, InputFile, expand_inputs, input_columns, read_inputs, split_bad_rows
 from .io.writers import (
     BadRowsWriter,
@@ -164,6 +165,7 @@ class _Model:
         self.schema = F.source_schema(self.features, self.assembled)  # the columns the readers read
         self.path = predictor.path_for(signature)
         self.serialized_input = _serialized_input(predictor, signature, self.path)
+        self.csv_lines = predictor.csv_spec_for(signature)  # a receiver of whole CSV lines: fed as written
 
     def convert(self, chunk: Chunk) -> Any:
         if chunk.serialized is not None:
@@ -185,7 +187,33 @@ class _Model:
             return self.predictor.run(
                 {self.serialized_input: chunk.serialized}, signature=self.signature, outputs=self.outputs
             )
-        return self.predictor.predict_feeds(feeds, outputs=self.outputs)
+        try:
+            return self.predictor.predict_feeds(feeds, outputs=self.outputs)
+        except InputError as e:
+            record = _DECODE_CSV_RECORD.search(e.message) if self.csv_lines is not None else None
+            if record is None:
+                raise
+            i = int(record.group(1))
+            why = _DECODE_CSV_RECORD.sub("", e.message.split("rejected the input: ", 1)[-1])
+            raise InputError(
+                f"{chunk.file}, data line {chunk.first_row + i + 1}: the export's DecodeCSV "
+                f"({len(self.csv_lines.dtypes)} columns) refused it: {why}"
+            ) from None
+
+    def read(
+        self, files: Sequence[InputFile], batch_size: int, keep: Sequence[str], **options: Any
+    ) -> Iterator[Chunk]:
+        """The input chunks: a CSV file's raw lines for a CSV-line receiver (unless its header names the
+        line input: then that column holds the lines), else the readers' columns."""
+        for file in files:
+            if (
+                self.csv_lines is not None
+                and file.format == "csv"
+                and self.csv_lines.line_input not in input_columns(file)
+            ):
+                yield from read_csv_lines(file, self.csv_lines, batch_size)
+            else:
+                yield from read_inputs([file], self.schema, batch_size, keep, **options)
 
 
 def _serialized_input(predictor: Predictor, signature: str, path: str) -> str | None:
@@ -196,6 +224,7 @@ def _serialized_input(predictor: Predictor, signature: str, path: str) -> str | 
 
 
 _ROW_PREFIX = re.compile(r"^Row \d+:\s*")
+_DECODE_CSV_RECORD = re.compile(r" in record (\d+)")
 
 
 def _first_bad_row(model: _Model, chunk: Chunk) -> tuple[int, str]:
@@ -329,6 +358,15 @@ def predict_files(
                 f"unknown output(s) {', '.join(unknown)}; the signature {model.signature!r} has: "
                 f"{', '.join(available)}"
             )
+        if (
+            model.csv_lines is not None
+            and keep
+            and any(f.format == "csv" and model.csv_lines.line_input not in input_columns(f) for f in files)
+        ):
+            raise UsageError(
+                f"--keep needs named columns; the signature {model.signature!r} takes whole CSV lines "
+                f"(its input {model.csv_lines.line_input!r}), which are fed as they are"
+            )
         clash = [k for k in keep if k in selected]
         if clash:
             raise UsageError(f"--keep column(s) {', '.join(clash)} have the same name as model outputs")
@@ -346,9 +384,8 @@ def predict_files(
         def read() -> None:
             nonlocal probe
             seq = 0
-            chunks: Iterator[Chunk] = read_inputs(
+            chunks: Iterator[Chunk] = model.read(
                 files,
-                model.schema,
                 batch_size,
                 keep,
                 lenient=lenient,

@@ -119,7 +119,9 @@ def choose_tags(export_dir: Path, tags: Iterable[str] | None = None) -> list[str
     if tags is not None:
         wanted = set(tags)
         if wanted not in tag_sets:
-            raise ModelLoadError(f"SavedModel {export_dir} has no tag set [{', '.join(sorted(wanted))}]; it has {shown}")
+            raise ModelLoadError(
+                f"SavedModel {export_dir} has no tag set [{', '.join(sorted(wanted))}]; it has {shown}"
+            )
         return sorted(wanted)
     for found in tag_sets:
         if found == {"serve"}:

@@ -57,7 +57,9 @@ def read_csv_lines(file: InputFile, spec: CsvSpec, batch_size: int) -> Iterator[
         read_options=pacsv.ReadOptions(column_names=[spec.line_input], skip_rows=skip, block_size=4 << 20),
         parse_options=pacsv.ParseOptions(delimiter=UNIT_SEPARATOR, quote_char=False, escape_char=False),
         convert_options=pacsv.ConvertOptions(
-            column_types={spec.line_input: pa.string()}, strings_can_be_null=False, quoted_strings_can_be_null=False
+            column_types={spec.line_input: pa.string()},
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
         ),
     )
     first_row = 0
