@@ -71,7 +71,7 @@ REWRITES: dict[str, Rewrite] = {
     for r in (
         Rewrite(
             "BoostedTreesBucketize",
-            "BoostedTreesBucketize -> LowerBound (kernel removed after TF 2.14)",
+            "BoostedTreesBucketize -> LowerBound (no kernel in TF >= 2.12)",
             _bucketize_pairs,
             lambda node: [tf.float32] * (2 * node.attr["num_features"].i),
         ),

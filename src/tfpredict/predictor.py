@@ -211,7 +211,9 @@ class Predictor:
     def path_reason_for(self, signature: str) -> str:
         """Why a signature takes its path, in words (for `tfpredict inspect` and the doctor)."""
         plan = self._plan(signature)
-        where = " (the parse op is inside a tf.function, inlined at load)" if self.inlined else ""
+        op_name = plan.parse.op_name if plan.parse is not None else ""
+        inlined = any(op_name.startswith(call + "/") for call in self.inlined)
+        where = " (the parse op is inside a tf.function, inlined at load)" if inlined else ""
         if plan.path == PATH_FEATURES:
             return f"parsed features fed past {plan.parse_op}{where}: no tf.Example is built"
         if plan.path == PATH_EXAMPLES:

@@ -66,6 +66,7 @@ class ParseSpec:
     prunable: bool = True  # False when the model also reads the serialized strings some other way
     why_not: str = ""
     op_type: str = "ParseExample"  # or ParseExampleV2
+    op_name: str = ""
 
 
 def resolve_export_dir(path: str | os.PathLike[str]) -> Path:
@@ -380,7 +381,7 @@ def _reaches(outputs: Iterable[Any], stop: set[Any], target: Any) -> bool:
 
 def _read_parse_op(op: Any, session: Any) -> ParseSpec:
     """Decode the keys, dtypes, shapes and defaults of a ParseExample / ParseExampleV2 op."""
-    spec = ParseSpec(serialized_input="", op_type=op.type)
+    spec = ParseSpec(serialized_input="", op_type=op.type, op_name=op.name)
     if op.type == "ParseExampleV2":
         num_sparse = op.get_attr("num_sparse")
         dense_types = op.get_attr("Tdense")
