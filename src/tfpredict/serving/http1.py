@@ -1,23 +1,38 @@
 """A small HTTP/1.1 server on asyncio for the REST API: keep-alive, pipelining, chunked bodies,
 100-continue, size limits (Http1Limits). A body larger than the limit is refused with 413 from its
 Content-Length alone, before it is read. What a request means is the handler's business (rest.py).
+
+As strict as RFC 9112 and llhttp where leniency lets a request be read two ways (smuggling behind a proxy):
+a request with both Content-Length and Transfer-Encoding, several Content-Lengths, a length or chunk size
+that is not plain digits, a Transfer-Encoding other than `chunked`, obs-fold or whitespace before a colon,
+bare-LF line ends, or a version other than HTTP/1.0 and 1.1 gets 400 and the connection is closed. Slow
+clients are timed out (headers, body, idle keep-alive: one sweep over the connections, no timer per
+request), open connections are capped below the fd limit, and a client that does not read its answers stops
+being read (no answer is built faster than it is taken).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
+import resource
 import time
 from collections.abc import Awaitable, Callable
 
 from . import json_codec
 from .limits import Http1Limits
+from .logs import limit_asyncio_logs
 from .status import as_serving_error
 
 # RFC 9112: a Content-Length is 1*DIGIT and a chunk size 1*HEXDIG (then optional ";ext"). Python's int()
 # also takes a sign, "_" and spaces: a chunk size of "-10" used to loop the event loop forever.
 CONTENT_LENGTH = re.compile(rb"[0-9]{1,19}")
 CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?")
+TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token: methods and header names
+REQUEST_LINE = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (\S+) HTTP/1\.([01])")
+FD_RESERVE = 64  # fds kept free for the gRPC port, model files, logs
+log = logging.getLogger(__name__)
 REASONS = {
     100: "Continue",
     200: "OK",
@@ -26,6 +41,7 @@ REASONS = {
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
+    408: "Request Timeout",
     409: "Conflict",
     411: "Length Required",
     413: "Payload Too Large",
@@ -43,6 +59,64 @@ JSON = b"application/json"
 Handler = Callable[[str, str, bytes], Awaitable[tuple[int, bytes, bytes]]]
 
 
+def connection_cap(configured: int) -> int:
+    """Open connections allowed at once: the configured cap, else half the fds left under the soft limit
+    (the gRPC port gets the other half), so accept() never runs out of fds."""
+    if configured > 0:
+        return configured
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 10_000
+    return max(16, (soft - FD_RESERVE) // 2)
+
+
+class BadRequest(Exception):
+    """A request head that RFC 9112 does not allow: answered with `status` and the connection closed."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def parse_head(head: str, max_headers: int) -> tuple[str, str, bool, int | None, bool, dict[str, str]]:
+    """(method, path, keep-alive, content length, chunked, headers) of a request head, strictly."""
+    lines = head.split("\r\n")
+    match = REQUEST_LINE.fullmatch(lines[0])
+    if match is None:
+        raise BadRequest(400, f"Malformed request line: {lines[0][:100]!r}")
+    method, target, minor = match.groups()
+    if len(lines) - 1 > max_headers:
+        raise BadRequest(431, f"More than {max_headers} header fields")
+    headers: dict[str, str] = {}
+    lengths = 0
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep or not TOKEN.fullmatch(name):  # obs-fold, "Name :", no colon, a bad character
+            raise BadRequest(400, f"Malformed header line: {line[:100]!r}")
+        key = name.lower()
+        value = value.strip(" \t")
+        if key == "content-length":
+            lengths += 1
+        if key in headers and key in ("content-length", "transfer-encoding", "host"):
+            raise BadRequest(400, f"Header {name!r} given more than once")
+        headers[key] = value
+    te = headers.get("transfer-encoding")
+    if te is not None:
+        if te.lower() != "chunked" or minor == "0":
+            raise BadRequest(400, f"Unsupported Transfer-Encoding {te[:50]!r} (only 'chunked', in HTTP/1.1)")
+        if lengths:
+            raise BadRequest(400, "Both Content-Length and Transfer-Encoding given")
+    length: int | None = 0
+    if "content-length" in headers:
+        if not CONTENT_LENGTH.fullmatch(headers["content-length"].encode("latin-1")):
+            raise BadRequest(400, "Invalid Content-Length")
+        length = int(headers["content-length"])
+    conn = headers.get("connection", "").lower()
+    keep_alive = conn != "close" if minor == "1" else conn == "keep-alive"
+    return method.upper(), target.split("?", 1)[0], keep_alive, length, te is not None, headers
+
+
 class HttpServer:
     """A minimal HTTP/1.1 server (keep-alive, pipelining, chunked bodies, 100-continue, size limits)."""
 
@@ -53,13 +127,27 @@ class HttpServer:
         self.connections: set[HttpConnection] = set()
         self.tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
         self.inflight = 0
+        self.max_connections = connection_cap(self.limits.max_connections)
+        self.refused = 0  # connections closed at once because max_connections were open
+        self.timed_out = 0
         self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
+        limit_asyncio_logs()
         self._server = await loop.create_server(
             lambda: HttpConnection(self), host, port, reuse_address=True, backlog=self.limits.backlog
         )
+        self._sweeper = loop.create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        """Close connections past their deadline (headers, body or idle): one pass per interval."""
+        while True:
+            await asyncio.sleep(self.limits.timer_interval_seconds)
+            now = time.monotonic()
+            for c in [c for c in self.connections if c.deadline < now]:
+                c.time_out()
 
     @property
     def port(self) -> int:
@@ -70,6 +158,8 @@ class HttpServer:
         """Stop accepting, let in-flight requests finish (up to `grace` seconds), close the connections."""
         if self._server is not None:
             self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         deadline = time.monotonic() + grace
         while self.inflight and time.monotonic() < deadline:
             await asyncio.sleep(self.limits.drain_poll_seconds)
@@ -88,11 +178,45 @@ class HttpConnection(asyncio.Protocol):
             None  # method, path, keep-alive, length, chunked
         )
         self.closing = False
+        self.write_paused = False
+        self.scanned = 0  # bytes of buf already checked for a bare LF
+        self.deadline = time.monotonic() + self.limits.idle_timeout_seconds
         self.loop = asyncio.get_running_loop()  # once: the call makes a syscall (getpid)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        if len(self.server.connections) >= self.server.max_connections:
+            self.server.refused += 1
+            self.closing = True
+            self._write(503, json_codec.encode_error("Too many open connections"), JSON, keep_alive=False)
+            transport.close()
+            return
         self.server.connections.add(self)
+        transport.set_write_buffer_limits(high=1 << 20)  # type: ignore[attr-defined]
+
+    def pause_writing(self) -> None:  # the client is not reading: stop reading its requests
+        self.write_paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+            if self.buf and not self.busy:
+                self._process()
+
+    def time_out(self) -> None:
+        """Past the deadline: 408 for a request under way, a plain close for an idle connection."""
+        self.server.timed_out += 1
+        self.deadline = float("inf")
+        if self.busy or self.transport is None:
+            return
+        if self.head is not None or self.buf:
+            self._reject(408, "Request not received in time")
+        else:
+            self.closing = True
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
@@ -104,24 +228,31 @@ class HttpConnection(asyncio.Protocol):
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
+        if not self.buf and self.head is None and not self.busy:  # the first byte of a request
+            self.deadline = time.monotonic() + self.limits.header_timeout_seconds
         self.buf += data
-        if not self.busy:
+        if not self.busy and not self.write_paused:
             self._process()
         elif len(self.buf) > self.server.max_request_bytes + self.limits.max_header_bytes:
             self.transport.pause_reading()  # type: ignore[union-attr]
 
     def _process(self) -> None:
-        while not self.busy and not self.closing:
+        while not self.busy and not self.closing and not self.write_paused:
             if self.head is None:
                 end = self.buf.find(b"\r\n\r\n")
+                if self._bare_lf(len(self.buf) if end < 0 else end + 4):
+                    self._reject(400, "Bare LF line end (lines end with CRLF)")
+                    return
                 if end < 0:
                     if len(self.buf) > self.limits.max_header_bytes:
                         self._reject(431, "Request header fields too large")
                     return
                 head = bytes(self.buf[:end]).decode("latin-1")
                 del self.buf[: end + 4]
+                self.scanned = 0
                 if not self._parse_head(head):
                     return
+                self.deadline = time.monotonic() + self.limits.body_timeout_seconds
             method, path, keep_alive, length, chunked = self.head  # type: ignore[misc]
             if chunked:
                 body = self._chunked_body()
@@ -135,42 +266,36 @@ class HttpConnection(asyncio.Protocol):
                 del self.buf[:length]
             self.head = None
             self.busy = True
+            self.deadline = float("inf")  # the handler's time is not the client's
             self.server.inflight += 1
             task = self.loop.create_task(self._respond(method, path, body, keep_alive))
             self.server.tasks.add(task)
             task.add_done_callback(self.server.tasks.discard)
 
+    def _bare_lf(self, stop: int) -> bool:
+        """Is there an LF not preceded by CR in buf[:stop]? Scans each byte once (slow senders included)."""
+        i = self.buf.find(b"\n", self.scanned, stop)
+        while i >= 0:
+            if i == 0 or self.buf[i - 1] != 13:
+                return True
+            i = self.buf.find(b"\n", i + 1, stop)
+        self.scanned = max(self.scanned, stop - 1)
+        return False
+
     def _parse_head(self, head: str) -> bool:
-        lines = head.split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-            self._reject(400, f"Malformed request line: {lines[0][:100]!r}")
+        try:
+            method, path, keep_alive, length, chunked, headers = parse_head(head, self.limits.max_headers)
+        except BadRequest as e:
+            self._reject(e.status, e.message)
             return False
-        method, target, version = parts
-        headers = {}
-        for line in lines[1:]:
-            k, sep, v = line.partition(":")
-            if sep:
-                headers[k.strip().lower()] = v.strip()
-        conn = headers.get("connection", "").lower()
-        keep_alive = conn != "close" if version == "HTTP/1.1" else conn == "keep-alive"
-        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
-        length: int | None = 0
-        if not chunked and "content-length" in headers:
-            if not CONTENT_LENGTH.fullmatch(headers["content-length"].encode("latin-1")):
-                self._reject(400, "Invalid Content-Length")
-                return False
-            length = int(headers["content-length"])
-            limit = self.server.max_request_bytes
-            if length > limit:
-                self._reject(
-                    413,
-                    f"Request body of {length} bytes exceeds the limit of {limit} "
-                    "bytes (--max_request_bytes)",
-                )
-                return False
-        path = target.split("?", 1)[0]
-        self.head = (method.upper(), path, keep_alive, length, chunked)
+        limit = self.server.max_request_bytes
+        if length is not None and length > limit:
+            self._reject(
+                413,
+                f"Request body of {length} bytes exceeds the limit of {limit} bytes (--max_request_bytes)",
+            )
+            return False
+        self.head = (method, path, keep_alive, length, chunked)
         if headers.get("expect", "").lower() == "100-continue":
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # type: ignore[union-attr]
         self._chunk_total = 0
@@ -240,7 +365,10 @@ class HttpConnection(asyncio.Protocol):
         finally:
             self.server.inflight -= 1
             self.busy = False
-        if self.transport is not None and not self.transport.is_closing():
+            self.deadline = time.monotonic() + (
+                self.limits.header_timeout_seconds if self.buf else self.limits.idle_timeout_seconds
+            )
+        if self.transport is not None and not self.transport.is_closing() and not self.write_paused:
             self.transport.resume_reading()
             if self.buf:
                 self._process()

@@ -12,6 +12,12 @@ class Http1Limits:
     """The REST server (http1.py, rest.py)."""
 
     max_header_bytes: int = 64 * 1024  # request line and headers; beyond it 431
+    max_headers: int = 100  # header fields per request; beyond it 431
+    header_timeout_seconds: float = 10.0  # from a request's first byte to the end of its headers; then 408
+    body_timeout_seconds: float = 60.0  # from the end of the headers to the end of the body; then 408
+    idle_timeout_seconds: float = 60.0  # a keep-alive connection with no request under way is closed
+    max_connections: int = 0  # open connections at once; 0: from the fd limit (see http1.connection_cap)
+    timer_interval_seconds: float = 0.5  # how often deadlines are checked (one sweep, no timer per request)
     decode_in_thread_bytes: int = 1 << 20  # JSON bodies larger than this are parsed off the event loop
     backlog: int = 1024  # listen() queue
     drain_poll_seconds: float = 0.01  # how often stop() looks whether in-flight requests are done

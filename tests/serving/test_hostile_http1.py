@@ -1,0 +1,190 @@
+"""The REST front end against hostile HTTP/1.1 clients: a real HttpServer on a loopback port (in this
+process, with short timeouts), raw sockets for the attacker, and a normal client that must still be served."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tfpredict.serving.http1 import HttpServer
+from tfpredict.serving.limits import Http1Limits
+
+LIMITS = Http1Limits(
+    header_timeout_seconds=1.0,
+    body_timeout_seconds=1.0,
+    idle_timeout_seconds=2.0,
+    timer_interval_seconds=0.1,
+    max_connections=200,
+)
+
+
+class Running:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        assert self.ready.wait(10)
+
+    async def _handle(self, method: str, path: str, body: bytes) -> tuple[int, bytes, bytes]:
+        return 200, b'{"echo": %d}' % len(body), b"application/json"
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.server = HttpServer(self._handle, 1 << 20, LIMITS)
+        self.loop.run_until_complete(self.server.start("127.0.0.1", 0))
+        self.port = self.server.port
+        self.ready.set()
+        self.loop.run_forever()
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(1.0), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Running]:
+    running = Running()
+    yield running
+    running.stop()
+
+
+def exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send data, read until the server closes (or the timeout): everything it answered."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        out = b""
+        try:
+            while chunk := sock.recv(65536):
+                out += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+        return out
+
+
+def normal_call(port: int) -> bytes:
+    return exchange(port, b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
+
+
+SMUGGLING = {
+    "CL and TE": b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "two CLs": b"Content-Length: 3\r\nContent-Length: 5\r\n\r\nabcde",
+    "CL -1": b"Content-Length: -1\r\n\r\n",
+    "CL +30": b"Content-Length: +30\r\n\r\n",
+    "CL 3_0": b"Content-Length: 3_0\r\n\r\n",
+    "TE xchunkedx": b"Transfer-Encoding: xchunkedx\r\n\r\n0\r\n\r\n",
+    "TE gzip, chunked": b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+    "chunk 0x1e": b"Transfer-Encoding: chunked\r\n\r\n0x1e\r\n",
+    "chunk 1_e": b"Transfer-Encoding: chunked\r\n\r\n1_e\r\n",
+    "chunk -10": b"Transfer-Encoding: chunked\r\n\r\n-10\r\n",
+    "obs-fold": b"X-A: 1\r\n continued\r\nContent-Length: 0\r\n\r\n",
+    "space before colon": b"Content-Length : 0\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("framing", SMUGGLING.values(), ids=SMUGGLING.keys())
+def test_ambiguous_framing_gets_400_and_close(server: Running, framing: bytes) -> None:
+    reply = exchange(server.port, b"POST /x HTTP/1.1\r\nHost: a\r\n" + framing + b"GET /next HTTP/1.1\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 400"), reply[:200]
+    assert len(re.findall(rb"HTTP/1\.1 \d{3} ", reply)) == 1  # the pipelined request after it is never read
+    assert b"Connection: close" in reply
+    assert normal_call(server.port).startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.parametrize("line", [b"GET / HTTP/1.9", b"GET / HTTP/2.0", b"GET /", b"G(T / HTTP/1.1"])
+def test_bad_request_lines_get_400(server: Running, line: bytes) -> None:
+    assert exchange(server.port, line + b"\r\nHost: a\r\n\r\n").startswith(b"HTTP/1.1 400")
+
+
+def test_bare_lf_is_refused_at_once_not_waited_on(server: Running) -> None:
+    started = time.monotonic()
+    reply = exchange(server.port, b"GET / HTTP/1.1\nHost: a\n\n")
+    assert reply.startswith(b"HTTP/1.1 400") and b"Bare LF" in reply
+    assert time.monotonic() - started < LIMITS.header_timeout_seconds  # answered before any timeout
+
+
+def test_too_many_headers_get_431(server: Running) -> None:
+    head = b"".join(b"X-%d: 1\r\n" % i for i in range(LIMITS.max_headers + 1))
+    assert exchange(server.port, b"GET / HTTP/1.1\r\n" + head + b"\r\n").startswith(b"HTTP/1.1 431")
+
+
+def test_slowloris_connections_are_closed_after_the_header_timeout(server: Running) -> None:
+    socks = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(150)]
+    try:
+        for s in socks:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nX-slow: ")  # and never the end of the headers
+        assert normal_call(server.port).startswith(b"HTTP/1.1 200")  # served meanwhile
+        deadline = time.monotonic() + LIMITS.header_timeout_seconds + 5
+        closed = 0
+        for s in socks:
+            s.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                data = s.recv(65536)
+            except TimeoutError:
+                continue
+            closed += data.startswith(b"HTTP/1.1 408") or data == b""
+        assert closed == len(socks)
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_a_body_that_never_completes_times_out(server: Running) -> None:
+    reply = exchange(server.port, b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nabc", timeout=10)
+    assert reply.startswith(b"HTTP/1.1 408")
+
+
+def test_idle_keep_alive_connection_is_closed(server: Running) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        assert sock.recv(65536) == b""  # closed by the server, not by our timeout
+        assert time.monotonic() - started >= LIMITS.idle_timeout_seconds - LIMITS.timer_interval_seconds
+
+
+def test_connections_beyond_the_cap_get_503_and_others_are_served_after(server: Running) -> None:
+    socks = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(LIMITS.max_connections)]
+    try:
+        time.sleep(0.3)
+        extra = exchange(server.port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert extra.startswith(b"HTTP/1.1 503")
+    finally:
+        for s in socks:
+            s.close()
+    time.sleep(0.3)
+    assert normal_call(server.port).startswith(b"HTTP/1.1 200")
+
+
+def test_a_client_that_never_reads_stops_being_read(server: Running) -> None:
+    """2,000,000 pipelined GETs (54 MB), answers never read: the server stops reading instead of buffering."""
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        request = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n" * 1000
+        sent = 0
+        stalled_since = None
+        while sent < 2000 * len(request):
+            try:
+                sent += sock.send(request)
+                stalled_since = None
+            except BlockingIOError:
+                stalled_since = stalled_since or time.monotonic()
+                if time.monotonic() - stalled_since > 1.0:
+                    break  # the server stopped reading us: backpressure works
+                time.sleep(0.01)
+        assert sent < 2000 * len(request) // 3
+        time.sleep(0.5)
+        held = sum(
+            len(c.buf) + (c.transport.get_write_buffer_size() if c.transport else 0)
+            for c in server.server.connections
+        )
+        assert held < 8 << 20  # requests read ahead plus answers not yet taken: bounded
+    assert normal_call(server.port).startswith(b"HTTP/1.1 200")
