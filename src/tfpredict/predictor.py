@@ -45,8 +45,11 @@ class CallPath(str, Enum):
     EXAMPLES = "examples"  # fallback: rows serialized to tf.Example, then the signature as exported
     TENSORS = "tensors"  # a raw signature: its own input tensors are fed
 
-    __str__ = str.__str__
-    __format__ = str.__format__
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
 
 
 @dataclass(frozen=True)
