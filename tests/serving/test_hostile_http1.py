@@ -91,7 +91,9 @@ SMUGGLING = {
 
 @pytest.mark.parametrize("framing", SMUGGLING.values(), ids=SMUGGLING.keys())
 def test_ambiguous_framing_gets_400_and_close(server: Running, framing: bytes) -> None:
-    reply = exchange(server.port, b"POST /x HTTP/1.1\r\nHost: a\r\n" + framing + b"GET /next HTTP/1.1\r\n\r\n")
+    reply = exchange(
+        server.port, b"POST /x HTTP/1.1\r\nHost: a\r\n" + framing + b"GET /next HTTP/1.1\r\n\r\n"
+    )
     assert reply.startswith(b"HTTP/1.1 400"), reply[:200]
     assert len(re.findall(rb"HTTP/1\.1 \d{3} ", reply)) == 1  # the pipelined request after it is never read
     assert b"Connection: close" in reply
@@ -137,7 +139,9 @@ def test_slowloris_connections_are_closed_after_the_header_timeout(server: Runni
 
 
 def test_a_body_that_never_completes_times_out(server: Running) -> None:
-    reply = exchange(server.port, b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nabc", timeout=10)
+    reply = exchange(
+        server.port, b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nabc", timeout=10
+    )
     assert reply.startswith(b"HTTP/1.1 408")
 
 
@@ -186,5 +190,41 @@ def test_a_client_that_never_reads_stops_being_read(server: Running) -> None:
             len(c.buf) + (c.transport.get_write_buffer_size() if c.transport else 0)
             for c in server.server.connections
         )
-        assert held < 8 << 20  # requests read ahead plus answers not yet taken: bounded
+        assert held < 4 << 20  # requests read ahead (1 MB + headers) plus unsent answers (1 MB): bounded
     assert normal_call(server.port).startswith(b"HTTP/1.1 200")
+
+
+def test_deeply_nested_json_is_400_not_500() -> None:
+    from tfpredict.serving import json_codec
+    from tfpredict.serving.status import ServingError
+
+    body = b'{"instances": ' + b"[" * 100_000 + b"1" + b"]" * 100_000 + b"}"
+    with pytest.raises(ServingError) as info:
+        json_codec.loads(body)
+    assert info.value.http_status == 400
+
+
+def test_a_tiny_tensor_proto_cannot_fill_gigabytes() -> None:
+    from tensorflow.core.framework import tensor_pb2, types_pb2
+
+    from tfpredict.serving import proto_codec
+    from tfpredict.serving.status import ServingError
+
+    t = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[1.0])
+    t.tensor_shape.dim.add().size = 50_000_000
+    with pytest.raises(ServingError) as info:
+        proto_codec.to_ndarray(t, "x")
+    assert info.value.http_status == 400 and "would fill" in info.value.message
+    small = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[1.0])
+    small.tensor_shape.dim.add().size = 4  # TF Serving's fill of one value still works
+    assert proto_codec.to_ndarray(small, "x").tolist() == [1.0] * 4
+
+
+@pytest.mark.parametrize("value", [b"1" * 400 + b"S", b"garbage", b"123456789m", b"-5S", b"S"])
+def test_a_malformed_grpc_timeout_fails_only_its_call(value: bytes) -> None:
+    from tfpredict.serving.grpc_wire import parse_timeout, request_head
+
+    assert parse_timeout(value) is None
+    head = request_head([(b":path", b"/x"), (b"grpc-timeout", value)])
+    assert head.error and head.timeout is None
+    assert parse_timeout(b"12345678m") == pytest.approx(12345.678)

@@ -288,6 +288,8 @@ class _Connection(asyncio.Protocol):
         self.streams[stream_id] = stream
         if head.method != b"POST" or not head.content_type.startswith(b"application/grpc"):
             self._send_http_error(stream, 415 if head.method == b"POST" else 405)
+        elif head.error:
+            self.send_error(stream, ServingError("INVALID_ARGUMENT", head.error))
         elif stream.path not in self.server.methods:
             self.send_error(stream, ServingError("UNIMPLEMENTED", f"Method not found: {stream.path}"))
         if end_stream:
@@ -315,12 +317,15 @@ class _Connection(asyncio.Protocol):
         if body is not None:
             checked = len(body) >= MESSAGE_PREFIX_SIZE
             body += unpad(flags, payload)
+            limit = self.server.max_message_bytes
             if not checked and len(body) >= MESSAGE_PREFIX_SIZE:
                 length = message_length(body)
-                limit = self.server.max_message_bytes
                 if length > limit:
                     message = f"Received message larger than max ({length} vs. {limit})"
                     self.send_error(stream, ServingError("RESOURCE_EXHAUSTED", message))
+            elif len(body) > limit + MESSAGE_PREFIX_SIZE:  # more DATA than the prefix announced: not kept
+                message = f"Received more request data than the limit ({len(body)} vs. {limit} bytes)"
+                self.send_error(stream, ServingError("RESOURCE_EXHAUSTED", message))
         if flags & END_STREAM:
             self._end_request(stream)
 

@@ -130,10 +130,12 @@ class RequestHead(NamedTuple):
     content_type: bytes
     encoding: bytes
     timeout: float | None  # seconds, from grpc-timeout
+    error: str = ""  # a header the call cannot run with (a malformed grpc-timeout): answered on its stream
 
 
 def request_head(headers: Iterable[tuple[bytes, bytes]]) -> RequestHead:
     path, method, content_type, encoding, timeout = "", b"", b"", b"identity", None
+    error = ""
     for name, value in headers:
         if name == b":path":
             path = value.decode("latin-1")
@@ -143,9 +145,11 @@ def request_head(headers: Iterable[tuple[bytes, bytes]]) -> RequestHead:
             content_type = value
         elif name == b"grpc-timeout":
             timeout = parse_timeout(value)
+            if timeout is None:
+                error = f"Invalid grpc-timeout {value[:20]!r} (1 to 8 digits and a unit: H M S m u n)"
         elif name == b"grpc-encoding":
             encoding = value
-    return RequestHead(path, method, content_type, encoding, timeout)
+    return RequestHead(path, method, content_type, encoding, timeout, error)
 
 
 class HeaderDecoder:
@@ -177,12 +181,15 @@ class HeaderDecoder:
         return head
 
 
-def parse_timeout(value: bytes) -> float:
-    """grpc-timeout ("1S", "250m", ...) in seconds."""
+def parse_timeout(value: bytes) -> float | None:
+    """grpc-timeout ("1S", "250m", ...) in seconds; None when malformed. The gRPC spec allows 1 to 8 ASCII
+    digits: a longer one used to overflow the deadline arithmetic, and a bad one must fail only its own
+    call, never the connection."""
     unit = _TIMEOUT_UNITS.get(value[-1:])
-    if unit is None or not value[:-1].isdigit():
-        raise H2Error(ErrorCode.PROTOCOL_ERROR, f"bad grpc-timeout {value!r}")
-    return int(value[:-1]) * unit
+    digits = value[:-1]
+    if unit is None or not 1 <= len(digits) <= 8 or not all(48 <= c <= 57 for c in digits):
+        return None
+    return int(digits) * unit
 
 
 # -------------------------------------------------------------------------------------------- messages

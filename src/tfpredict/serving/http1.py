@@ -179,6 +179,7 @@ class HttpConnection(asyncio.Protocol):
         )
         self.closing = False
         self.write_paused = False
+        self.reading_paused = False
         self.scanned = 0  # bytes of buf already checked for a bare LF
         self.deadline = time.monotonic() + self.limits.idle_timeout_seconds
         self.loop = asyncio.get_running_loop()  # once: the call makes a syscall (getpid)
@@ -196,15 +197,29 @@ class HttpConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:  # the client is not reading: stop reading its requests
         self.write_paused = True
-        if self.transport is not None:
-            self.transport.pause_reading()
+        self._flow()
 
     def resume_writing(self) -> None:
         self.write_paused = False
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
             if self.buf and not self.busy:
                 self._process()
+            self._flow()
+
+    def _flow(self) -> None:
+        """Read from the client only while its answers are being taken and at most one request's worth
+        (size limit + headers) is buffered: pipelined requests are not read faster than they are served."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        full = len(self.buf) > self.server.max_request_bytes + self.limits.max_header_bytes
+        if self.write_paused or full:
+            if not self.reading_paused:
+                self.reading_paused = True
+                transport.pause_reading()
+        elif self.reading_paused:
+            self.reading_paused = False
+            transport.resume_reading()
 
     def time_out(self) -> None:
         """Past the deadline: 408 for a request under way, a plain close for an idle connection."""
@@ -233,8 +248,7 @@ class HttpConnection(asyncio.Protocol):
         self.buf += data
         if not self.busy and not self.write_paused:
             self._process()
-        elif len(self.buf) > self.server.max_request_bytes + self.limits.max_header_bytes:
-            self.transport.pause_reading()  # type: ignore[union-attr]
+        self._flow()
 
     def _process(self) -> None:
         while not self.busy and not self.closing and not self.write_paused:
@@ -369,9 +383,9 @@ class HttpConnection(asyncio.Protocol):
                 self.limits.header_timeout_seconds if self.buf else self.limits.idle_timeout_seconds
             )
         if self.transport is not None and not self.transport.is_closing() and not self.write_paused:
-            self.transport.resume_reading()
             if self.buf:
                 self._process()
+            self._flow()
 
 
 __all__ = ["HttpServer"]

@@ -32,7 +32,7 @@ def loads(body: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError as exc:
         try:
             doc = json.loads(body)  # the standard parser accepts NaN / Infinity / -Infinity
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # nested deeper than Python's stack
             raise invalid(f"JSON Parse error: {exc}") from None
     if not isinstance(doc, dict):
         raise invalid(f"JSON Value: {_short(doc)} Is not object")

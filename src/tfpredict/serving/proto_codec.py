@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,11 @@ def dtype_name(enum: int) -> str:
     return types_pb2.DataType.Name(enum)
 
 
+# A tensor given one value (or none) for its whole shape is filled, as TF Serving does; beyond this size the
+# fill is refused (a 29-byte Predict with tensor_shape [50000000] used to take 3.2 GB on its way through).
+MAX_FILLED_BYTES = 64 << 20
+
+
 def to_ndarray(t: tensor_pb2.TensorProto, name: str = "") -> np.ndarray:
     entry = _TYPES.get(t.dtype)
     if entry is None:
@@ -60,7 +66,7 @@ def to_ndarray(t: tensor_pb2.TensorProto, name: str = "") -> np.ndarray:
     shape = tuple(d.size for d in t.tensor_shape.dim)
     if any(d < 0 for d in shape):
         raise invalid(f"Input {name!r}: tensor shape {list(shape)} has a negative dimension")
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)  # a Python int: np.prod wraps around for huge shapes
     if np_dtype is not object and t.tensor_content:
         arr = np.frombuffer(t.tensor_content, dtype=np_dtype)
         if arr.size != count:
@@ -79,6 +85,12 @@ def to_ndarray(t: tensor_pb2.TensorProto, name: str = "") -> np.ndarray:
         arr = np.asarray(values, dtype=np_dtype)
     if n == count:
         return arr.reshape(shape)
+    filled = count * (np.dtype(np_dtype).itemsize if np_dtype is not object else 8)
+    if filled > MAX_FILLED_BYTES:  # a few bytes of request must not become gigabytes of tensor
+        raise invalid(
+            f"Input {name!r}: shape {list(shape)} ({count} values) from {n} value(s) would fill "
+            f"{filled} bytes, beyond the limit of {MAX_FILLED_BYTES}"
+        )
     if n == 1 or (n == 0 and count == 0):
         return np.full(shape, arr[0] if n else 0, dtype=arr.dtype)  # one value fills the tensor
     if n == 0:
