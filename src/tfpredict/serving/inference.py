@@ -85,8 +85,10 @@ def rows_call(signature: str, rows: list[dict[str, Any]], outputs: tuple[str, ..
 
 def uses_feature_rows(servable: Servable, sig: Any) -> bool:
     """True when a signature starts with a tf.Example parse the core can skip (or build examples for)."""
+    from ..predictor import CallPath  # the predictor is loaded: TensorFlow is imported already
+
     try:
-        return servable.predictor.path_for(sig.name) in ("features", "examples")
+        return servable.predictor.path_for(sig.name) in (CallPath.FEATURES, CallPath.EXAMPLES)
     except Exception:
         return False
 
