@@ -9,7 +9,6 @@ when its fields do not read as the export's numeric columns (a data line always 
 from __future__ import annotations
 
 import csv
-import gzip
 import logging
 from collections.abc import Iterator
 
@@ -18,7 +17,9 @@ import pyarrow.csv as pacsv
 
 from ..errors import InputError
 from ..savedmodel import CsvSpec
-from .readers import Chunk, InputFile, rebatch
+from .batches import rebatch
+from .files import InputFile
+from .types import Chunk
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +44,8 @@ def has_header(first_line: str, spec: CsvSpec) -> bool:
 
 def read_csv_lines(file: InputFile, spec: CsvSpec, batch_size: int) -> Iterator[Chunk]:
     """Stream a CSV file's lines as one string column named after the signature's line input."""
-    opener = gzip.open if file.compression == "gzip" else open
     try:
-        with opener(file.path, "rt", encoding="utf-8", newline="") as f:  # type: ignore[operator]
+        with file.open_text(newline="") as f:
             first = f.readline().rstrip("\r\n")
     except (OSError, UnicodeDecodeError, EOFError) as e:
         raise InputError(f"{file}: cannot read: {e}") from None
