@@ -19,37 +19,36 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from . import features as F
+from .engines.common import check_keep, first_bad_row, output_schema, selected_outputs, without_row_prefix
 from .errors import InputError, UsageError
+from .io.files import InputFile, expand_inputs
 from .io.lines import read_csv_lines
-from .io.readers import Chunk, InputFile, expand_inputs, input_columns, read_inputs, split_bad_rows
+from .io.readers import input_columns, read_inputs
+from .io.types import Chunk, split_bad_rows
 from .io.writers import (
     BadRowsWriter,
     check_output_path,
     open_writer,
+    output_format,
     output_type,
     outputs_to_batch,
     write_atomically,
 )
-
-if TYPE_CHECKING:
-    from .predictor import Predictor
+from .predictor import DEFAULT_BATCH_SIZE, CallPath, Predictor
+from .stages import DONE, Run, Stopped, start_stage
 
 log = logging.getLogger(__name__)
 
-#: Rows per model call. Measured on a 2-core machine with a 256/128/64 DNNClassifier (benchmarks/batch.py):
-#: rows/s rises steeply up to ~4k rows and is flat beyond 8k, while memory in flight grows with it.
-DEFAULT_BATCH_SIZE = 8192
 QUEUE_DEPTH = 3  # batches waiting between two stages
 #: Model calls in flight at once. One call of a small dense model keeps ~1 of 2 cores busy (its ops are too
 #: small to split well); two overlapping calls fill the gaps: +5-50% rows/s on bench_dnn (best of 4-5 rounds).
 MODEL_WORKERS = 2
-_POLL = 0.1  # seconds a blocked stage waits before checking whether the run was stopped
 
 
 @dataclass
@@ -77,69 +76,12 @@ class PredictResult:
         return text
 
 
-class _Stopped(Exception):
-    """Raised inside a stage when another stage failed or the run was interrupted."""
-
-
 @dataclass
 class _Item:
     seq: int
     chunk: Chunk
     feeds: Any = None
     outputs: dict[str, np.ndarray] | None = None
-
-
-class _Run:
-    """Shared state of one pipelined run: the stop flag and the first error any stage hit."""
-
-    def __init__(self) -> None:
-        self.stop = threading.Event()
-        self.error: BaseException | None = None
-        self._lock = threading.Lock()
-        self.busy: dict[str, float] = {}
-
-    def timed(self, stage: str, started: float) -> None:
-        self.busy[stage] = self.busy.get(stage, 0.0) + time.perf_counter() - started
-
-    def fail(self, exc: BaseException) -> None:
-        with self._lock:
-            if self.error is None:
-                self.error = exc
-        self.stop.set()
-
-    def put(self, q: queue.Queue[Any], item: Any) -> None:
-        while not self.stop.is_set():
-            try:
-                q.put(item, timeout=_POLL)
-                return
-            except queue.Full:
-                continue
-        raise _Stopped
-
-    def get(self, q: queue.Queue[Any]) -> Any:
-        while not self.stop.is_set():
-            try:
-                return q.get(timeout=_POLL)
-            except queue.Empty:
-                continue
-        raise _Stopped
-
-
-_DONE = object()
-
-
-def _thread(run: _Run, name: str, target: Callable[[], None]) -> threading.Thread:
-    def body() -> None:
-        try:
-            target()
-        except _Stopped:
-            pass
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread and re-raised there
-            run.fail(exc)
-
-    t = threading.Thread(target=body, name=f"tfpredict-{name}", daemon=True)
-    t.start()
-    return t
 
 
 # ---------------------------------------------------------------------------------------------- the stages
@@ -164,7 +106,9 @@ class _Model:
         self.assembled = assembled or {}
         self.schema = F.source_schema(self.features, self.assembled)  # the columns the readers read
         self.path = predictor.path_for(signature)
-        self.serialized_input = _serialized_input(predictor, signature, self.path)
+        # the signature input that takes serialized tf.Examples, when the export parses Examples itself
+        tensors = self.path == CallPath.TENSORS
+        self.serialized_input = None if tensors else predictor.serialized_input_for(signature)
         self.csv_lines = predictor.csv_spec_for(signature)  # a receiver of whole CSV lines: fed as written
 
     def convert(self, chunk: Chunk) -> Any:
@@ -191,7 +135,7 @@ class _Model:
             return self.predictor.predict_feeds(feeds, outputs=self.outputs)
         except InputError as e:
             record = _DECODE_CSV_RECORD.search(e.message) if self.csv_lines is not None else None
-            if record is None:
+            if record is None or self.csv_lines is None:
                 raise
             i = int(record.group(1))
             why = _DECODE_CSV_RECORD.sub("", e.message.split("rejected the input: ", 1)[-1])
@@ -216,35 +160,7 @@ class _Model:
                 yield from read_inputs([file], self.schema, batch_size, keep, **options)
 
 
-def _serialized_input(predictor: Predictor, signature: str, path: str) -> str | None:
-    """The signature input that takes serialized tf.Examples, when the export parses Examples itself."""
-    if path == "tensors":
-        return None
-    return predictor.serialized_input_for(signature)
-
-
-_ROW_PREFIX = re.compile(r"^Row \d+:\s*")
 _DECODE_CSV_RECORD = re.compile(r" in record (\d+)")
-
-
-def _first_bad_row(model: _Model, chunk: Chunk) -> tuple[int, str]:
-    """Bisect a chunk whose conversion failed down to its first failing row (and that row's message)."""
-    lo, hi = 0, chunk.batch.num_rows
-    message = ""
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        try:
-            model.convert_batch(chunk.batch.slice(lo, mid - lo))
-        except InputError as e:
-            message = e.message
-            hi = mid
-            continue
-        lo = mid
-    try:
-        model.convert_batch(chunk.batch.slice(lo, 1))
-    except InputError as e:
-        message = e.message
-    return lo, _ROW_PREFIX.sub("", message)
 
 
 def _bad_rows_of(model: _Model, chunk: Chunk, start: int, stop: int, found: dict[int, str]) -> None:
@@ -254,7 +170,7 @@ def _bad_rows_of(model: _Model, chunk: Chunk, start: int, stop: int, found: dict
         return
     except InputError as e:
         if stop - start == 1:
-            found[start] = _ROW_PREFIX.sub("", e.message)
+            found[start] = without_row_prefix(e.message)
             return
     mid = (start + stop) // 2
     _bad_rows_of(model, chunk, start, mid, found)
@@ -269,7 +185,7 @@ def _convert_checked(model: _Model, chunk: Chunk, lenient: bool) -> tuple[Chunk,
         if chunk.batch.num_rows == 0:
             raise InputError(f"{chunk.file}: {first.message}") from None
         if not lenient:
-            i, message = _first_bad_row(model, chunk)
+            i, message = first_bad_row(model.convert_batch, chunk.batch)
             if message and "Missing column" not in message:
                 raise InputError(f"{chunk.where(i)}: {message}") from None
             raise InputError(f"{chunk.file}: {first.message}") from None
@@ -292,6 +208,7 @@ def predict_files(
     output: str | os.PathLike[str],
     *,
     signature: str | None = None,
+    tags: list[str] | None = None,
     outputs: Sequence[str] | None = None,
     keep: Sequence[str] = (),
     batch_size: int | None = None,
@@ -312,7 +229,8 @@ def predict_files(
     cannot be converted (with the reason); without it the first bad row stops the run with an InputError.
     threads / inter_op_threads: TensorFlow's intra-op and inter-op pools (default: TF's choice, all cores).
     model_workers: model calls in flight at once (outputs still come back in input order).
-    progress(rows) is called after each written batch.
+    progress(rows) is called after each written batch. tags: the meta graph's tag set (default: the serving
+    one).
     allow_missing: columns a file may lack (True: any), each then missing in every row; without it a
     file that lacks a column the model reads fails before any prediction. assemble: {input: source
     columns} ("f0:f63" is a range in the first file's column order). Both default to the Predictor's.
@@ -323,173 +241,31 @@ def predict_files(
         raise UsageError(f"--batch-size must be at least 1, not {batch_size}")
     if model_workers < 1:
         raise UsageError(f"model workers must be at least 1, not {model_workers}")
-    out_path = check_output_path(output)
-    bad_path = Path(bad_rows) if bad_rows is not None else None
-    if bad_path is not None:
-        check_output_path(bad_path.with_suffix(".csv"))
-        if bad_path.resolve() == out_path.resolve():
-            raise UsageError("--bad-rows must name a different file than the output")
-    files = expand_inputs([inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs))
+    out_path, bad_path, files = _check_paths(inputs, output, bad_rows)
     keep = list(dict.fromkeys(keep))
-    if any(f.path.resolve() == out_path.resolve() for f in files):
-        raise UsageError(f"{out_path} is also an input; write the predictions to another file")
-
     predictor = (
         export
         if not isinstance(export, (str, os.PathLike))
-        else _load(export, signature, threads, inter_op_threads, xla)
+        else _load(export, signature, threads, inter_op_threads, xla, tags)
     )
     owned = predictor is not export
-    threads_: list[threading.Thread] = []
+    job: _Job | None = None
     try:
-        wanted = predictor.assemble if assemble is None else assemble
-        model = _Model(
-            predictor,
-            signature or predictor.signature,
-            list(outputs) if outputs else None,
-            predictor.allow_missing if allow_missing is None else allow_missing,
-            F.resolve_assemble(wanted, input_columns(files[0]) if wanted else None),
-        )
-        available = list(predictor.signatures[model.signature].outputs)
-        selected = list(outputs) if outputs else available
-        unknown = [o for o in selected if o not in available]
-        if unknown:
-            raise UsageError(
-                f"unknown output(s) {', '.join(unknown)}; the signature {model.signature!r} has: "
-                f"{', '.join(available)}"
-            )
-        if (
-            model.csv_lines is not None
-            and keep
-            and any(f.format == "csv" and model.csv_lines.line_input not in input_columns(f) for f in files)
-        ):
-            raise UsageError(
-                f"--keep needs named columns; the signature {model.signature!r} takes whole CSV lines "
-                f"(its input {model.csv_lines.line_input!r}), which are fed as they are"
-            )
-        clash = [k for k in keep if k in selected]
-        if clash:
-            raise UsageError(f"--keep column(s) {', '.join(clash)} have the same name as model outputs")
+        model, selected = _prepare(predictor, files, signature, outputs, keep, allow_missing, assemble)
         if on_start is not None:
             on_start(files)
-
-        tfrecord_serialized = model.serialized_input is not None
-        run = _Run()
-        read_q: queue.Queue[Any] = queue.Queue(QUEUE_DEPTH)
-        model_q: queue.Queue[Any] = queue.Queue(QUEUE_DEPTH)
-        done_q: queue.Queue[Any] = queue.Queue(QUEUE_DEPTH + model_workers)
-        lenient = bad_path is not None
-        probe: pa.RecordBatch | None = None
-
-        def read() -> None:
-            nonlocal probe
-            seq = 0
-            chunks: Iterator[Chunk] = model.read(
-                files,
-                batch_size,
-                keep,
-                lenient=lenient,
-                tfrecord_serialized=tfrecord_serialized,
-                allow_missing=model.allow_missing,
-                assembled=model.assembled,
-            )
-            t = time.perf_counter()
-            for chunk in chunks:
-                run.timed("read", t)
-                if xla and probe is None and chunk.serialized is None and chunk.batch.num_rows:
-                    probe = chunk.batch.slice(0, 16)  # a few rows to ask the session what XLA compiled
-                run.put(read_q, _Item(seq, chunk))
-                seq += 1
-                t = time.perf_counter()
-            run.put(read_q, _DONE)
-
-        def convert() -> None:
-            while True:
-                item = run.get(read_q)
-                if item is _DONE:
-                    for _ in range(model_workers):
-                        run.put(model_q, _DONE)
-                    return
-                t = time.perf_counter()
-                item.chunk, item.feeds = _convert_checked(model, item.chunk, lenient)
-                run.timed("convert", t)
-                run.put(model_q, item)
-
-        def predict() -> None:
-            while True:
-                item = run.get(model_q)
-                if item is _DONE:
-                    run.put(done_q, _DONE)
-                    return
-                if item.chunk.num_rows:
-                    t = time.perf_counter()
-                    item.outputs = model.predict(item.chunk, item.feeds)
-                    run.timed("model", t)
-                item.feeds = None
-                run.put(done_q, item)
-
-        declared = {
-            k: output_type(t.dtype, t.shape) for k, t in predictor.signatures[model.signature].outputs.items()
-        }
-        threads_ += [_thread(run, "read", read), _thread(run, "convert", convert)]
-        threads_ += [_thread(run, f"model{i}", predict) for i in range(model_workers)]
-
-        rows = 0
+        job = _Job(model, files, keep, batch_size, bad_path is not None, xla, model_workers)
+        job.start()
         bad_writer = BadRowsWriter(bad_path) if bad_path is not None else None
         try:
             with write_atomically(out_path) as tmp:
-                writer = None
-                schema: pa.Schema | None = None
-                pending: dict[int, _Item] = {}
-                next_seq, finished = 0, 0
-                while finished < model_workers:
-                    try:
-                        item = run.get(done_q)
-                    except _Stopped:
-                        break
-                    if item is _DONE:
-                        finished += 1
-                        continue
-                    pending[item.seq] = item
-                    while next_seq in pending:
-                        item = pending.pop(next_seq)
-                        next_seq += 1
-                        if bad_writer is not None and item.chunk.bad_rows:
-                            bad_writer.write(item.chunk.bad_rows)
-                        if not item.chunk.num_rows:
-                            continue
-                        if schema is None:
-                            schema = output_schema(selected, declared, item.outputs, item.chunk.batch, keep)
-                            writer = open_writer(tmp, schema, *_format_of(out_path))
-                        assert writer is not None and item.outputs is not None
-                        t = time.perf_counter()
-                        writer.write(outputs_to_batch(item.outputs, schema, item.chunk.batch))
-                        run.timed("write", t)
-                        rows += item.chunk.num_rows
-                        if progress is not None:
-                            progress(item.chunk.num_rows)
-                if run.error is not None:
-                    raise run.error
-                if writer is None:  # empty input: an empty output with the right schema
-                    schema = output_schema(selected, declared, None, None, keep)
-                    writer = open_writer(tmp, schema, *_format_of(out_path))
-                t = time.perf_counter()
-                writer.close()
-                run.timed("write", t)
-        except BaseException:
-            run.stop.set()
-            raise
+                rows = _write(job, tmp, out_path, selected, keep, bad_writer, progress)
         finally:
-            run.stop.set()
-            for thread in threads_:
-                thread.join(timeout=10)
+            job.stop()
             if bad_writer is not None:
                 bad_writer.close()
         seconds = time.perf_counter() - started
-        log.debug("stage busy seconds: %s", {k: round(v, 3) for k, v in run.busy.items()})
-        clusters = None
-        if probe is not None:
-            clusters = predictor.xla_clusters(model.table(probe), signature=model.signature)
+        log.debug("stage busy seconds: %s", {k: round(v, 3) for k, v in job.run.busy.items()})
         return PredictResult(
             rows=rows,
             seconds=seconds,
@@ -497,13 +273,206 @@ def predict_files(
             bad_rows=bad_writer.count if bad_writer else 0,
             bad_rows_path=bad_path,
             files=[f.path for f in files],
-            stage_seconds=dict(run.busy),
-            xla_clusters=clusters,
+            stage_seconds=dict(job.run.busy),
+            xla_clusters=job.xla_clusters(),
         )
     finally:
         # A Predictor we loaded is ours to close, once no stage thread can still be running it.
-        if owned and not any(t.is_alive() for t in threads_):
+        if owned and (job is None or not any(t.is_alive() for t in job.threads)):
             predictor.close()
+
+
+def _check_paths(
+    inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    bad_rows: str | os.PathLike[str] | None,
+) -> tuple[Path, Path | None, list[InputFile]]:
+    """The output, the --bad-rows file and the input files, each checked before any model is loaded."""
+    out_path = check_output_path(output)
+    bad_path = Path(bad_rows) if bad_rows is not None else None
+    if bad_path is not None:
+        check_output_path(bad_path.with_suffix(".csv"))
+        if bad_path.resolve() == out_path.resolve():
+            raise UsageError("--bad-rows must name a different file than the output")
+    files = expand_inputs([inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs))
+    if any(f.path.resolve() == out_path.resolve() for f in files):
+        raise UsageError(f"{out_path} is also an input; write the predictions to another file")
+    return out_path, bad_path, files
+
+
+def _prepare(
+    predictor: Predictor,
+    files: list[InputFile],
+    signature: str | None,
+    outputs: Sequence[str] | None,
+    keep: list[str],
+    allow_missing: F.AllowMissing | None,
+    assemble: F.Assemble | None,
+) -> tuple[_Model, list[str]]:
+    """How the run calls the model, and the outputs it writes; UsageError for what cannot be asked."""
+    wanted = predictor.assemble if assemble is None else assemble
+    model = _Model(
+        predictor,
+        signature or predictor.signature,
+        list(outputs) if outputs else None,
+        predictor.allow_missing if allow_missing is None else allow_missing,
+        F.resolve_assemble(wanted, input_columns(files[0]) if wanted else None),
+    )
+    selected = selected_outputs(list(predictor.signatures[model.signature].outputs), outputs, model.signature)
+    if (
+        model.csv_lines is not None
+        and keep
+        and any(f.format == "csv" and model.csv_lines.line_input not in input_columns(f) for f in files)
+    ):
+        raise UsageError(
+            f"--keep needs named columns; the signature {model.signature!r} takes whole CSV lines "
+            f"(its input {model.csv_lines.line_input!r}), which are fed as they are"
+        )
+    check_keep(keep, selected)
+    return model, selected
+
+
+class _Job:
+    """The stage threads of one run and their queues: read -> convert -> model(s) -> `results()`."""
+
+    def __init__(
+        self,
+        model: _Model,
+        files: list[InputFile],
+        keep: list[str],
+        batch_size: int,
+        lenient: bool,
+        xla: bool,
+        model_workers: int,
+    ) -> None:
+        self.model, self.files, self.keep, self.batch_size = model, files, keep, batch_size
+        self.lenient, self.xla, self.model_workers = lenient, xla, model_workers
+        self.run = Run()
+        self.read_q: queue.Queue[Any] = queue.Queue(QUEUE_DEPTH)
+        self.model_q: queue.Queue[Any] = queue.Queue(QUEUE_DEPTH)
+        self.done_q: queue.Queue[Any] = queue.Queue(QUEUE_DEPTH + model_workers)
+        self.probe: pa.RecordBatch | None = None  # with xla: a few rows to ask the session what XLA compiled
+        self.threads: list[threading.Thread] = []
+        signature_outputs = model.predictor.signatures[model.signature].outputs
+        self.declared = {k: output_type(t.dtype, t.shape) for k, t in signature_outputs.items()}
+
+    def start(self) -> None:
+        stages = [("read", self._read), ("convert", self._convert)]
+        stages += [(f"model{i}", self._predict) for i in range(self.model_workers)]
+        self.threads += [start_stage(self.run, name, target) for name, target in stages]
+
+    def stop(self) -> None:
+        self.run.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=10)
+
+    def xla_clusters(self) -> int | None:
+        """With xla: the XLA clusters the model ran on the probe rows (0: nothing compiled)."""
+        if self.probe is None:
+            return None
+        return self.model.predictor.xla_clusters(self.model.table(self.probe), signature=self.model.signature)
+
+    def _read(self) -> None:
+        seq = 0
+        chunks: Iterator[Chunk] = self.model.read(
+            self.files,
+            self.batch_size,
+            self.keep,
+            lenient=self.lenient,
+            tfrecord_serialized=self.model.serialized_input is not None,
+            allow_missing=self.model.allow_missing,
+            assembled=self.model.assembled,
+        )
+        t = time.perf_counter()
+        for chunk in chunks:
+            self.run.timed("read", t)
+            if self.xla and self.probe is None and chunk.serialized is None and chunk.batch.num_rows:
+                self.probe = chunk.batch.slice(0, 16)
+            self.run.put(self.read_q, _Item(seq, chunk))
+            seq += 1
+            t = time.perf_counter()
+        self.run.put(self.read_q, DONE)
+
+    def _convert(self) -> None:
+        while True:
+            item = self.run.get(self.read_q)
+            if item is DONE:
+                for _ in range(self.model_workers):
+                    self.run.put(self.model_q, DONE)
+                return
+            t = time.perf_counter()
+            item.chunk, item.feeds = _convert_checked(self.model, item.chunk, self.lenient)
+            self.run.timed("convert", t)
+            self.run.put(self.model_q, item)
+
+    def _predict(self) -> None:
+        while True:
+            item = self.run.get(self.model_q)
+            if item is DONE:
+                self.run.put(self.done_q, DONE)
+                return
+            if item.chunk.num_rows:
+                t = time.perf_counter()
+                item.outputs = self.model.predict(item.chunk, item.feeds)
+                self.run.timed("model", t)
+            item.feeds = None
+            self.run.put(self.done_q, item)
+
+    def results(self) -> Iterator[_Item]:
+        """The predicted chunks in input order; the first error of any stage is raised here."""
+        pending: dict[int, _Item] = {}
+        next_seq, finished = 0, 0
+        while finished < self.model_workers:
+            try:
+                item = self.run.get(self.done_q)
+            except Stopped:
+                break
+            if item is DONE:
+                finished += 1
+                continue
+            pending[item.seq] = item
+            while next_seq in pending:
+                yield pending.pop(next_seq)
+                next_seq += 1
+        if self.run.error is not None:
+            raise self.run.error
+
+
+def _write(
+    job: _Job,
+    tmp: Path,
+    out_path: Path,
+    selected: list[str],
+    keep: list[str],
+    bad_writer: BadRowsWriter | None,
+    progress: Callable[[int], None] | None,
+) -> int:
+    """Write the job's predictions to tmp as they come, in input order; the rows written."""
+    writer = None
+    schema: pa.Schema | None = None
+    rows = 0
+    for item in job.results():
+        if bad_writer is not None and item.chunk.bad_rows:
+            bad_writer.write(item.chunk.bad_rows)
+        if not item.chunk.num_rows:
+            continue
+        if schema is None:
+            schema = output_schema(selected, job.declared, item.outputs, item.chunk.batch, keep)
+            writer = open_writer(tmp, schema, *output_format(out_path))
+        assert writer is not None and item.outputs is not None
+        t = time.perf_counter()
+        writer.write(outputs_to_batch(item.outputs, schema, item.chunk.batch))
+        job.run.timed("write", t)
+        rows += item.chunk.num_rows
+        if progress is not None:
+            progress(item.chunk.num_rows)
+    if writer is None:  # empty input: an empty output with the right schema
+        schema = output_schema(selected, job.declared, None, None, keep)
+        writer = open_writer(tmp, schema, *output_format(out_path))
+    t = time.perf_counter()
+    writer.close()
+    job.run.timed("write", t)
+    return rows
 
 
 def _load(
@@ -512,47 +481,11 @@ def _load(
     threads: int | None,
     inter_op: int | None,
     xla: bool,
+    tags: list[str] | None = None,
 ) -> Predictor:
-    from .predictor import Predictor
-
-    return Predictor.load(export, signature, intra_op_threads=threads, inter_op_threads=inter_op, xla=xla)
-
-
-def _format_of(path: Path) -> tuple[str, str | None]:
-    from .io.writers import output_format
-
-    return output_format(path)
+    return Predictor.load(
+        export, signature, intra_op_threads=threads, inter_op_threads=inter_op, xla=xla, tags=tags
+    )
 
 
-def output_schema(
-    selected: list[str],
-    declared: dict[str, pa.DataType],
-    outputs: dict[str, np.ndarray] | None,
-    batch: pa.RecordBatch | None,
-    keep: Sequence[str],
-) -> pa.Schema:
-    """--keep columns first (their input types), then the selected outputs (declared types; an output of
-    unknown rank takes the shape of the first batch)."""
-    fields = []
-    for k in keep:
-        t = batch.column(k).type if batch is not None else pa.string()  # empty input: ids as text
-        fields.append(pa.field(k, pa.string() if pa.types.is_null(t) else t))
-    for name in selected:
-        t = declared[name]
-        if outputs is not None and pa.types.is_list(t) and not _rank_known(name, outputs, t):
-            from .io.writers import column_from_numpy
-
-            t = column_from_numpy(outputs[name]).type
-        fields.append(pa.field(name, t))
-    return pa.schema(fields)
-
-
-def _rank_known(name: str, outputs: dict[str, np.ndarray], t: pa.DataType) -> bool:
-    depth = 0
-    while pa.types.is_list(t):
-        depth, t = depth + 1, t.value_type
-    a = outputs[name]
-    return a.ndim - 1 == depth or (a.ndim >= 2 and all(d == 1 for d in a.shape[1:]) and depth == 0)
-
-
-__all__ = ["DEFAULT_BATCH_SIZE", "PredictResult", "predict_files"]
+__all__ = ["DEFAULT_BATCH_SIZE", "PredictResult", "output_schema", "predict_files"]
