@@ -31,8 +31,11 @@ __all__ = [
     "__version__",
 ]
 
+# `tfpredict.doctor` is the function, not the package of the same name: importing a subpackage sets the
+# parent's attribute to it, so bind the name after that import (doctor/__init__.py imports no TensorFlow).
+from .doctor import doctor  # noqa: E402
+
 if TYPE_CHECKING:
-    from .doctor import doctor
     from .pipeline import PredictResult, predict_files
     from .predictor import Predictor
 
@@ -41,7 +44,6 @@ _LAZY = {
     "Predictor": ("predictor", "Predictor"),
     "predict_files": ("pipeline", "predict_files"),
     "PredictResult": ("pipeline", "PredictResult"),
-    "doctor": ("doctor", "doctor"),
 }
 
 

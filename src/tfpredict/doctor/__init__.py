@@ -5,19 +5,22 @@ and what to change, with the expected gain of each change.
     d = doctor("export/", "data.csv", seconds=30)
     d.bottleneck            # "input", "model" or "output"
     d.to_dict()             # the object `tfpredict doctor --json` prints
+
+This module imports only the standard library (measure.py and advise.py, which import TensorFlow, load
+when doctor() runs): `tfpredict/__init__.py` imports it at once, so that `tfpredict.doctor` is the plain
+function below however this package was first imported.
 """
 
 from __future__ import annotations
 
 import os
-import sys
-import types
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .advise import Recommendation, Settings, recommendations, recommended_settings, verdict
-from .measure import DEFAULT_SECONDS, Measurements, measure
+if TYPE_CHECKING:
+    from .advise import Recommendation, Settings
+    from .measure import Measurements
 
 
 @dataclass
@@ -88,8 +91,9 @@ def doctor(
     data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,
     rows: int | None = None,
-    seconds: float = DEFAULT_SECONDS,
+    seconds: float | None = None,
     signature: str | None = None,
+    tags: list[str] | None = None,
     output_format: str = "parquet",
     progress: Callable[[str], None] | None = None,
     allow_missing: bool | Collection[str] = (),
@@ -101,13 +105,18 @@ def doctor(
     rows: at most this many rows in the sample (default: as many as fit the budget, never more than the
     input). output_format: what the job would write ("parquet", "csv", "jsonl"). allow_missing, assemble:
     the input columns as `tfpredict predict` takes them (--allow-missing, --assemble).
+    seconds: None is the default budget (60 s). tags: the meta graph's tag set (default: the serving one).
     """
+    from .advise import recommendations, recommended_settings, verdict
+    from .measure import DEFAULT_SECONDS, measure
+
     m = measure(
         export,
         data,
         rows=rows,
-        seconds=seconds,
+        seconds=DEFAULT_SECONDS if seconds is None else seconds,
         signature=signature,
+        tags=tags,
         output_format=output_format,
         progress=progress,
         allow_missing=allow_missing,
@@ -118,14 +127,13 @@ def doctor(
     return Diagnosis(v.bottleneck, v.evidence, chosen, recommendations(m, v, chosen), m)
 
 
-class _CallablePackage(types.ModuleType):
-    """`tfpredict.doctor` names both this package and its function. Once the package is imported, Python sets
-    the attribute `tfpredict.doctor` to the package, so calling the package calls the function."""
+def __getattr__(name: str) -> Any:
+    """Recommendation and Settings, re-exported when first used (advise.py imports the measuring code)."""
+    if name in ("Recommendation", "Settings"):
+        from . import advise
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Diagnosis:
-        return doctor(*args, **kwargs)
+        return getattr(advise, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-
-sys.modules[__name__].__class__ = _CallablePackage
 
 __all__ = ["Diagnosis", "Recommendation", "Settings", "doctor"]

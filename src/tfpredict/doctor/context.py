@@ -95,6 +95,7 @@ class Run:
             intra_op_threads=intra,
             inter_op_threads=inter,
             xla=xla,
+            tags=self.predictor.tags,
             allow_missing=self.columns.get("allow_missing", ()),
             assemble=self.columns.get("assembled"),
         )

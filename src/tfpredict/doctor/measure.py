@@ -101,6 +101,7 @@ def start_run(
     progress: Callable[[str], None] | None,
     allow_missing: AllowMissing,
     assemble: Assemble | None,
+    tags: list[str] | None = None,
 ) -> Run:
     """Find the input files and load the export; the budget's slices are fractions of what is left then."""
     from ..predictor import Predictor
@@ -111,7 +112,7 @@ def start_run(
     assembled = resolve_assemble(assemble, input_columns(files[0]) if assemble else None)
     columns: dict[str, Any] = {"allow_missing": allow_missing, "assembled": assembled}
     say("loading the export")
-    predictor = Predictor.load(export, signature, allow_missing=allow_missing, assemble=assembled)
+    predictor = Predictor.load(export, signature, allow_missing=allow_missing, assemble=assembled, tags=tags)
     budget.rebase()
     schema = source_schema(predictor.inputs, assembled)
     return Run(
@@ -443,6 +444,7 @@ def measure(
     progress: Callable[[str], None] | None = None,
     allow_missing: AllowMissing = (),
     assemble: Assemble | None = None,
+    tags: list[str] | None = None,
 ) -> Measurements:
     """Measure every stage and sweep on a sample of `data`, within about `seconds` of wall time.
 
@@ -450,10 +452,11 @@ def measure(
     2%, batch-size points 1.5% each, thread settings and XLA ~2% each, per-row 1.5%, formats ~5%, and the
     pipelined job ~3% per run (default settings, up to five candidates, re-runs of the best). A phase that
     no longer fits is skipped and listed in `skipped`. allow_missing, assemble: as `tfpredict predict`
-    takes them (a missing column is an error before anything is measured).
+    takes them (a missing column is an error before anything is measured). tags: the meta graph's tag set
+    (default: the serving one).
     """
     run = start_run(
-        export, data, seconds, signature, output_format, batch_size, progress, allow_missing, assemble
+        export, data, seconds, signature, output_format, batch_size, progress, allow_missing, assemble, tags
     )
     probe(run)
     measure_read_convert_model(run, rows)
