@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from google.protobuf import (
     descriptor_pb2,
@@ -17,6 +18,50 @@ from tensorflow_serving.config import model_server_config_pb2
 from ..errors import UsageError
 
 DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
+
+
+@dataclass
+class ServeOptions:
+    """tensorflow_model_server's flags (same names, same defaults), plus tfpredict's own few.
+
+    `tfpredict serve` takes one flag per field, with the field's default (cli/serve.py builds this from
+    the parsed flags by field name)."""
+
+    port: int = 8500
+    # 0: no REST server, as tensorflow_model_server (its --rest_api_port defaults to 0): a launch script
+    # written for TF Serving opens the same ports here and no other. Give --rest_api_port=8501 for REST.
+    rest_api_port: int = 0
+    host: str = "0.0.0.0"
+    model_name: str = "default"
+    model_base_path: str = ""
+    model_config_file: str = ""
+    model_config_file_poll_wait_seconds: float = 0
+    file_system_poll_wait_seconds: float = 1
+    enable_batching: bool = False
+    batching_parameters_file: str = ""
+    monitoring_config_file: str = ""
+    enable_model_warmup: bool = True
+    rest_api_num_threads: int = 16
+    rest_api_timeout_in_ms: int = 30000
+    grpc_socket_path: str = ""
+    tensorflow_intra_op_parallelism: int = 0
+    tensorflow_inter_op_parallelism: int = 0
+    saved_model_tags: list[str] | None = None  # the meta graph's tag set; None: the serving one
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    drain_seconds: float = 5.0
+    grpc_channel_arguments: list[tuple[str, Any]] = field(default_factory=list)
+    grpc_frontend: str = "http2"  # "http2": grpc_http2.py; "grpcio": grpcio's own server
+    event_loop: str = "asyncio"  # or "uvloop"
+    batching_process: bool = False  # batched model calls in a child process per version
+
+    def model_configs(self) -> list[ModelConfig]:
+        if self.model_config_file:
+            if self.model_base_path:
+                raise UsageError("Give either --model_config_file or --model_base_path, not both")
+            return read_model_config_file(self.model_config_file)
+        if not self.model_base_path:
+            raise UsageError("Give --model_base_path (with --model_name) or --model_config_file")
+        return [ModelConfig(self.model_name, self.model_base_path)]
 
 
 @dataclass(frozen=True)

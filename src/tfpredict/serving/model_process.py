@@ -41,13 +41,21 @@ F_SETPIPE_SZ = 1031  # Linux fcntl: a pipe's buffer size
 class ModelProcess:
     """The parent's end: start() (blocking, in the loader's thread), then call() on the event loop."""
 
-    def __init__(self, path: Path, intra_op_threads: int | None, inter_op_threads: int | None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        intra_op_threads: int | None,
+        inter_op_threads: int | None,
+        tags: list[str] | None = None,
+    ) -> None:
         self.path = path
         args = [sys.executable, "-m", "tfpredict.serving.model_process", str(path)]
         if intra_op_threads:
             args.append(f"--intra_op_threads={intra_op_threads}")
         if inter_op_threads:
             args.append(f"--inter_op_threads={inter_op_threads}")
+        if tags is not None:
+            args.append(f"--tags={','.join(tags)}")
         self._stderr = tempfile.TemporaryFile()
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
         self._proc = subprocess.Popen(
@@ -169,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("export_dir")
     ap.add_argument("--intra_op_threads", type=int, default=None)
     ap.add_argument("--inter_op_threads", type=int, default=None)
+    ap.add_argument("--tags", default=None, help="the meta graph's tag set, comma-separated")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which drains, then stops us
     from ..predictor import Predictor
@@ -176,7 +185,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         predictor = Predictor.load(
-            args.export_dir, intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads
+            args.export_dir,
+            intra_op_threads=args.intra_op_threads,
+            inter_op_threads=args.inter_op_threads,
+            tags=None if args.tags is None else args.tags.split(","),
         )
     except Exception as exc:  # the parent reports it, naming the path
         print(f"{type(exc).__name__}: {getattr(exc, 'message', exc)}", file=sys.stderr)

@@ -115,14 +115,15 @@ class _Model:
     failed: dict[int, tuple[Any, ...]] = field(default_factory=dict)  # version -> fingerprint at failure
 
 
-def read_signature_defs(export_dir: Path) -> Any:
-    """The SignatureDefMap of the serving meta graph (what GetModelMetadata answers)."""
+def read_signature_defs(export_dir: Path, tags: list[str] | None = None) -> Any:
+    """The SignatureDefMap of the meta graph with `tags` (default: the serving one), as GetModelMetadata
+    answers it."""
     from ..savedmodel import choose_tags, read_saved_model
 
-    tags = set(choose_tags(export_dir))
+    wanted = set(tags or choose_tags(export_dir))
     result = get_model_metadata_pb2.SignatureDefMap()
     for mg in read_saved_model(export_dir).meta_graphs:
-        if set(mg.meta_info_def.tags) == tags:
+        if set(mg.meta_info_def.tags) == wanted:
             for k, v in mg.signature_def.items():
                 result.signature_def[k].CopyFrom(v)
             break
@@ -290,7 +291,7 @@ class ModelManager:
         predictor = None
         try:
             predictor = self._load_predictor(path)
-            servable = Servable(name, version, path, predictor, read_signature_defs(path))
+            servable = Servable(name, version, path, predictor, read_signature_defs(path, predictor.tags))
             if self._warmup is not None:
                 n = self._warmup(servable)
                 if n:

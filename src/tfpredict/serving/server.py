@@ -9,16 +9,14 @@ import os
 import signal
 import threading
 from collections.abc import Awaitable, Coroutine
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
 from .config import (
-    DEFAULT_MAX_REQUEST_BYTES,
     BatchingParameters,
-    ModelConfig,
     MonitoringConfig,
+    ServeOptions,
     read_batching_parameters,
     read_model_config_file,
     read_monitoring_config,
@@ -29,44 +27,6 @@ from .models import ModelManager
 from .warmup import warmup
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ServeOptions:
-    """tensorflow_model_server's flags (same names), plus tfpredict's own few."""
-
-    port: int = 8500
-    rest_api_port: int = 0
-    host: str = "0.0.0.0"
-    model_name: str = "default"
-    model_base_path: str = ""
-    model_config_file: str = ""
-    model_config_file_poll_wait_seconds: float = 0
-    file_system_poll_wait_seconds: float = 1
-    enable_batching: bool = False
-    batching_parameters_file: str = ""
-    monitoring_config_file: str = ""
-    enable_model_warmup: bool = True
-    rest_api_num_threads: int = 16
-    rest_api_timeout_in_ms: int = 30000
-    grpc_socket_path: str = ""
-    tensorflow_intra_op_parallelism: int = 0
-    tensorflow_inter_op_parallelism: int = 0
-    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
-    drain_seconds: float = 5.0
-    grpc_channel_arguments: list[tuple[str, Any]] = field(default_factory=list)
-    grpc_frontend: str = "http2"  # "http2": grpc_http2.py; "grpcio": grpcio's own server
-    event_loop: str = "asyncio"  # or "uvloop"
-    batching_process: bool = False  # batched model calls in a child process per version
-
-    def model_configs(self) -> list[ModelConfig]:
-        if self.model_config_file:
-            if self.model_base_path:
-                raise UsageError("Give either --model_config_file or --model_base_path, not both")
-            return read_model_config_file(self.model_config_file)
-        if not self.model_base_path:
-            raise UsageError("Give --model_base_path (with --model_name) or --model_config_file")
-        return [ModelConfig(self.model_name, self.model_base_path)]
 
 
 def serve(options: ServeOptions, ready: threading.Event | None = None) -> int:
@@ -88,6 +48,7 @@ def serve(options: ServeOptions, ready: threading.Event | None = None) -> int:
             path,
             intra_op_threads=options.tensorflow_intra_op_parallelism or None,
             inter_op_threads=options.tensorflow_inter_op_parallelism or None,
+            tags=options.saved_model_tags,
         )
 
     model_process = None
@@ -98,7 +59,10 @@ def serve(options: ServeOptions, ready: threading.Event | None = None) -> int:
 
         def model_process(path: Path) -> Any:
             return ModelProcess(
-                path, options.tensorflow_intra_op_parallelism, options.tensorflow_inter_op_parallelism
+                path,
+                options.tensorflow_intra_op_parallelism,
+                options.tensorflow_inter_op_parallelism,
+                tags=options.saved_model_tags,
             )
 
     metrics = Metrics()
