@@ -16,7 +16,7 @@ ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 
 from tfpredict import predict_files as predict_files_local  # noqa: E402
-from tfpredict.cli import main  # noqa: E402
+from tfpredict.cli.main import main  # noqa: E402
 from tfpredict.engines import ray as engine  # noqa: E402
 from tfpredict.errors import InputError  # noqa: E402
 

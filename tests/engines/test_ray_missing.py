@@ -9,7 +9,7 @@ from ..conftest import load_fixture
 
 # Runs the CLI with `import ray` failing, whether or not Ray is installed here.
 WITHOUT_RAY = (
-    "import sys; sys.modules['ray'] = None; from tfpredict.cli import main; sys.exit(main(sys.argv[1:]))"
+    "import sys; sys.modules['ray'] = None; from tfpredict.cli.main import main; sys.exit(main(sys.argv[1:]))"
 )
 
 

@@ -1,4 +1,4 @@
-"""`tfpredict doctor EXPORT DATA`: argument parsing and printing; the work is measure.py and advise.py."""
+"""`tfpredict doctor EXPORT DATA`: arguments and printing (the work: doctor/, measure then advise)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OutputError, UsageError
+from .options import add_column_options, add_tags_option, column_options, comma_list
 
 
-def add_doctor_parser(subparsers: Any) -> None:
+def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "doctor",
         help="measure where prediction time goes (input, model, output) on your data, and what to change",
@@ -42,6 +43,7 @@ def add_doctor_parser(subparsers: Any) -> None:
         help="time budget of the whole command, start-up and loading included (default: 60)",
     )
     p.add_argument("--signature", help="signature to call (default: predict, else serving_default)")
+    add_tags_option(p)
     p.add_argument(
         "--output-format",
         choices=["parquet", "csv", "jsonl"],
@@ -54,17 +56,14 @@ def add_doctor_parser(subparsers: Any) -> None:
     p.add_argument(
         "--report", metavar="FILE.html", help="also write a self-contained HTML report with charts"
     )
-    from ..pipeline_cli import add_column_options
-
     add_column_options(p)  # --allow-missing, --assemble: the input columns as `tfpredict predict` reads them
     p.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
-    p.set_defaults(run=run_doctor)
+    p.set_defaults(run=run)
 
 
-def run_doctor(args: argparse.Namespace) -> int:
-    from ..pipeline_cli import column_options
-    from . import doctor
-    from .report import format_json, format_text, write_html
+def run(args: argparse.Namespace) -> int:
+    from ..doctor import doctor
+    from ..doctor.report import format_json, format_text, write_html
 
     if args.seconds <= 0:
         raise UsageError("--seconds must be positive")
@@ -87,6 +86,7 @@ def run_doctor(args: argparse.Namespace) -> int:
         rows=args.rows,
         seconds=seconds,
         signature=args.signature,
+        tags=comma_list(args.tags),
         output_format=args.output_format,
         progress=progress,
         **column_options(args),
@@ -109,6 +109,3 @@ def process_age() -> float:
         return max(0.0, uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError):
         return 0.0
-
-
-__all__ = ["add_doctor_parser", "run_doctor"]

@@ -1,0 +1,59 @@
+"""Flags more than one command takes: the tag set and which input columns feed the model."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..errors import UsageError
+
+
+def comma_list(text: str | None) -> list[str] | None:
+    """Split a comma-separated flag: "a, b,,c" -> ["a", "b", "c"]; not given (None or "") -> None."""
+    if not text:
+        return None
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def add_tags_option(p: argparse.ArgumentParser, flag: str = "--tags") -> None:
+    """The meta graph's tag set (TF Serving's --saved_model_tags); without it, the serving one."""
+    p.add_argument(
+        flag,
+        default="",
+        metavar="TAG[,TAG...]",
+        help="the meta graph's tag set, comma-separated (default: the serving one, e.g. serve)",
+    )
+
+
+def add_column_options(p: argparse.ArgumentParser) -> None:
+    """--allow-missing and --assemble: which input columns feed the model (predict and doctor share them)."""
+    p.add_argument(
+        "--allow-missing",
+        action="append",
+        default=[],
+        metavar="COL[,COL...]",
+        help="columns the input may lack, each then missing in every row (default: a missing column "
+        "the model reads is an error)",
+    )
+    p.add_argument(
+        "--assemble",
+        action="append",
+        default=[],
+        metavar="INPUT=COLS",
+        help="build one tensor input from several columns: features=f0:f63 (a range, in file order) or "
+        "features=f0,f1,f2; repeatable",
+    )
+
+
+def column_options(args: argparse.Namespace) -> dict[str, Any]:
+    """allow_missing / assemble keyword arguments from --allow-missing and --assemble."""
+    allow = [c.strip() for text in args.allow_missing for c in text.split(",")]
+    assemble: dict[str, str] = {}
+    for text in args.assemble:
+        name, sep, columns = text.partition("=")
+        if not sep or not name.strip() or not columns.strip():
+            raise UsageError(f"--assemble {text!r}: expected INPUT=FIRST:LAST or INPUT=COL,COL,...")
+        if name.strip() in assemble:
+            raise UsageError(f"--assemble: input {name.strip()!r} given twice")
+        assemble[name.strip()] = columns.strip()
+    return {"allow_missing": [c for c in allow if c], "assemble": assemble}
