@@ -145,8 +145,13 @@ def test_concurrent_callers_get_their_own_answers(dnn: Predictor) -> None:
 
 
 def test_threading_options() -> None:
-    with Predictor.load(DNN.export, intra_op_threads=1, inter_op_threads=1) as predictor:
+    with Predictor.load(DNN.export, intra_op_threads=1, inter_op_threads=2) as predictor:
+        config = predictor.session_config
+        assert (config.intra_op_parallelism_threads, config.inter_op_parallelism_threads) == (1, 2)
         assert_matches(predictor.predict(DNN.read_csv(predictor)), DNN.expected)
+    with Predictor.load(DNN.export) as predictor:  # None leaves TensorFlow's choice (0: all cores)
+        config = predictor.session_config
+        assert (config.intra_op_parallelism_threads, config.inter_op_parallelism_threads) == (0, 0)
 
 
 def test_inspect_cli_json() -> None:

@@ -216,6 +216,11 @@ class Predictor:
         """How the default signature is called: "features", "examples" or "tensors"."""
         return self._plan(self.signature).path
 
+    @property
+    def session_config(self) -> Any:
+        """The ConfigProto the graph session runs with (thread pools, XLA), read back from the session."""
+        return self._session._config
+
     def inputs_for(self, signature: str) -> dict[str, FeatureSpec]:
         return dict(self._plan(signature).features)
 
