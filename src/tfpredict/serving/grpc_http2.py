@@ -40,12 +40,12 @@ from .grpc_wire import (
     GOAWAY,
     HEAD_PREFIX,
     HEADERS,
-    LARGEST_FRAME_SIZE,
     MAX_WINDOW,
     MESSAGE_PREFIX_SIZE,
     OK_TRAILERS,
     PING,
     PREFACE,
+    PRIORITY,
     PRIORITY_FLAG,
     PUSH_PROMISE,
     RESPONSE_HEADERS,
@@ -65,10 +65,21 @@ from .grpc_wire import (
     status_block,
     unpad,
 )
+from .h2_flood import FloodGuard
+from .h2_flow import FlowControl
 from .limits import Http2Limits
 from .status import ServingError
 
 log = logging.getLogger(__name__)
+
+
+_FLOOD_KIND = {
+    RST_STREAM: "rst_stream",
+    SETTINGS: "settings",
+    PING: "ping",
+    WINDOW_UPDATE: "window_update",
+    PRIORITY: "priority",
+}
 
 
 class _Stream:
@@ -93,7 +104,7 @@ class _Stream:
         self.remote_closed = False
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(FlowControl, asyncio.Protocol):
     """One HTTP/2 connection: frames in, a GrpcCall per request, responses written as the calls complete."""
 
     def __init__(self, server: GrpcServer) -> None:
@@ -105,7 +116,11 @@ class _Connection(asyncio.Protocol):
         self.preface_seen = False
         self.headers = HeaderDecoder(self.limits.max_header_list, self.limits.header_cache_entries)
         self.streams: dict[int, _Stream] = {}
-        self.blocked: dict[int, _Stream] = {}  # streams with response bytes waiting for window
+        # Streams with answer bytes waiting: for the connection's window (in order), or for their own. A
+        # WINDOW_UPDATE walks only the streams it can move, never every blocked one.
+        self.blocked: dict[int, _Stream] = {}
+        self.parked: dict[int, _Stream] = {}
+        self.flood = FloodGuard()
         self.last_stream = 0
         self.header_block: tuple[int, bool, bytearray] | None = None  # HEADERS waiting for CONTINUATION
         self.send_window = DEFAULT_WINDOW
@@ -129,6 +144,7 @@ class _Connection(asyncio.Protocol):
                 (Setting.MAX_HEADER_LIST_SIZE, self.limits.max_header_list),
             ]
         )
+        transport.set_write_buffer_limits(high=4 << 20)  # type: ignore[attr-defined]
         grow = (MAX_WINDOW - DEFAULT_WINDOW).to_bytes(4, "big")
         transport.write(frame(SETTINGS, 0, 0, settings) + frame(WINDOW_UPDATE, 0, 0, grow))  # type: ignore[attr-defined]
 
@@ -144,6 +160,14 @@ class _Connection(asyncio.Protocol):
             self._flush()
             self.close()
 
+    def pause_writing(self) -> None:  # the client does not read (PING ACKs, answers): stop reading it
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.server.connections.discard(self)
@@ -151,6 +175,7 @@ class _Connection(asyncio.Protocol):
             self._cancel(stream)
         self.streams.clear()
         self.blocked.clear()
+        self.parked.clear()
 
     # ------------------------------------------------------------------ reading
     def _read_frames(self) -> None:
@@ -183,6 +208,11 @@ class _Connection(asyncio.Protocol):
     def _onframe(self, ftype: int, flags: int, stream_id: int, payload: bytes) -> None:
         if self.header_block is not None and ftype != CONTINUATION:
             raise H2Error(ErrorCode.PROTOCOL_ERROR, "expected a CONTINUATION frame")
+        kind = _FLOOD_KIND.get(ftype)
+        if kind is None and not payload and ftype in (DATA, HEADERS, CONTINUATION):
+            kind = "" if flags & (END_STREAM | END_HEADERS) else "empty"
+        if kind and not self.flood.allow(kind):
+            raise H2Error(ErrorCode.ENHANCE_YOUR_CALM, f"too many {kind.replace('_', ' ')} frames")
         if ftype == DATA:
             self._on_data(flags, stream_id, payload)
         elif ftype == HEADERS:
@@ -219,54 +249,13 @@ class _Connection(asyncio.Protocol):
             stream = self.streams.pop(stream_id, None)
             if stream is not None:
                 self.blocked.pop(stream_id, None)
+                self.parked.pop(stream_id, None)
                 self._cancel(stream)
         elif ftype == GOAWAY:
             self.going_away = True  # the client opens no new streams; finish the open ones
         elif ftype == PUSH_PROMISE:
             raise H2Error(ErrorCode.PROTOCOL_ERROR, "clients must not send PUSH_PROMISE")
         # PRIORITY and unknown frame types are ignored (RFC 9113 5.5)
-
-    def _on_settings(self, flags: int, stream_id: int, payload: bytes) -> None:
-        if stream_id:
-            raise H2Error(ErrorCode.PROTOCOL_ERROR, "SETTINGS on a stream")
-        if flags & ACK:
-            return
-        if len(payload) % 6:
-            raise H2Error(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS payload is not a multiple of 6")
-        for i in range(0, len(payload), 6):
-            key = int.from_bytes(payload[i : i + 2], "big")
-            value = int.from_bytes(payload[i + 2 : i + 6], "big")
-            if key == Setting.INITIAL_WINDOW_SIZE:
-                if value > MAX_WINDOW:
-                    raise H2Error(ErrorCode.FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE too large")
-                delta = value - self.peer_initial_window
-                self.peer_initial_window = value
-                for stream in self.streams.values():
-                    stream.send_window += delta
-            elif key == Setting.MAX_FRAME_SIZE:
-                if not DEFAULT_FRAME_SIZE <= value <= LARGEST_FRAME_SIZE:
-                    raise H2Error(ErrorCode.PROTOCOL_ERROR, f"SETTINGS_MAX_FRAME_SIZE {value} out of range")
-                self.peer_max_frame = value
-            # HEADER_TABLE_SIZE: our responses never use the dynamic table, whatever its size
-        self._write(frame(SETTINGS, ACK, 0))
-        self._resume_blocked()
-
-    def _on_window_update(self, stream_id: int, payload: bytes) -> None:
-        if len(payload) != 4:
-            raise H2Error(ErrorCode.FRAME_SIZE_ERROR, "WINDOW_UPDATE payload must be 4 bytes")
-        increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
-        if stream_id == 0:
-            if increment == 0:
-                raise H2Error(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
-            self.send_window += increment
-            if self.send_window > MAX_WINDOW:
-                raise H2Error(ErrorCode.FLOW_CONTROL_ERROR, "connection window above 2^31-1")
-        else:
-            stream = self.streams.get(stream_id)
-            if stream is None:
-                return
-            stream.send_window += increment
-        self._resume_blocked()
 
     def _on_headers(self, stream_id: int, end_stream: bool, block: bytes) -> None:
         head = self.headers.decode(block)  # always, even when refused: it updates the HPACK table
@@ -380,31 +369,6 @@ class _Connection(asyncio.Protocol):
         stream.pending = memoryview(data)
         stream.trailers = OK_TRAILERS
         self._pump(stream)
-
-    def _pump(self, stream: _Stream) -> None:
-        """Send as much of a stream's pending response as the windows allow; then its trailers."""
-        pending = stream.pending
-        assert pending is not None
-        while len(pending):
-            n = min(len(pending), self.send_window, stream.send_window, self.peer_max_frame)
-            if n <= 0:
-                stream.pending = pending
-                self.blocked[stream.id] = stream
-                return
-            self._write(frame(DATA, 0, stream.id, bytes(pending[:n])))
-            self.send_window -= n
-            stream.send_window -= n
-            pending = pending[n:]
-        stream.pending = None
-        self.blocked.pop(stream.id, None)
-        self._write(frame(HEADERS, END_STREAM | END_HEADERS, stream.id, stream.trailers))
-        self._close_stream(stream)
-
-    def _resume_blocked(self) -> None:
-        for stream in list(self.blocked.values()):
-            if self.send_window <= 0:
-                return
-            self._pump(stream)
 
     def send_error(self, stream: _Stream, err: ServingError) -> None:
         """Trailers-Only: the whole answer is one HEADERS frame (errors: nothing was sent before)."""

@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import hpack
 
+from .h2_flood import FloodLimits, table_size_updates
 from .status import ServingError
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -33,6 +34,7 @@ class ErrorCode(IntEnum):
     FRAME_SIZE_ERROR = 0x6
     REFUSED_STREAM = 0x7
     COMPRESSION_ERROR = 0x9
+    ENHANCE_YOUR_CALM = 0xB
 
 
 class Setting(IntEnum):
@@ -152,6 +154,9 @@ def request_head(headers: Iterable[tuple[bytes, bytes]]) -> RequestHead:
     return RequestHead(path, method, content_type, encoding, timeout, error)
 
 
+MAX_TABLE_SIZE_UPDATES = FloodLimits().max_table_size_updates
+
+
 class HeaderDecoder:
     """hpack.Decoder plus a cache: clients send the same header block call after call, and a block that
     leaves the dynamic table as it was decodes to the same headers until the table changes."""
@@ -166,6 +171,8 @@ class HeaderDecoder:
         head = self.cache.get(block)
         if head is not None:
             return head
+        if table_size_updates(block) > MAX_TABLE_SIZE_UPDATES:  # each one costs a table resize
+            raise H2Error(ErrorCode.COMPRESSION_ERROR, "more than two HPACK table size updates in a block")
         table = self.decoder.header_table
         newest, size = (table.dynamic_entries[0] if table.dynamic_entries else None), table.maxsize
         try:
