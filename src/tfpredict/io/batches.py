@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import pyarrow as pa
+
+from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +30,23 @@ def rebatch(batches: Iterable[pa.RecordBatch], size: int) -> Iterator[pa.RecordB
             have = rest.num_rows
     if have:
         yield pending[0] if len(pending) == 1 else pa.concat_batches(pending)
+
+
+def read_batches(open_reader: Callable[[], Any], file: object) -> Iterator[pa.RecordBatch]:
+    """The batches of an Arrow streaming reader (open_reader may return None: no batches); an OSError,
+    such as an unreadable file or corrupt gzip data, names the file."""
+    try:
+        reader = open_reader()
+    except OSError as e:
+        raise InputError(f"{file}: cannot read: {e}") from None
+    while reader is not None:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except OSError as e:
+            raise InputError(f"{file}: cannot read: {e}") from None
+        yield batch
 
 
 def restartable(
@@ -53,4 +73,4 @@ def restartable(
             log.debug("reading again from row %d with other column types: %s", done, e)
 
 
-__all__ = ["rebatch", "restartable"]
+__all__ = ["read_batches", "rebatch", "restartable"]

@@ -17,7 +17,7 @@ import pyarrow.csv as pacsv
 
 from ..errors import InputError
 from ..features import AllowMissing, FeatureSpec
-from .batches import rebatch, restartable
+from .batches import read_batches, rebatch, restartable
 from .files import InputFile
 from .types import BadRow, Chunk, cast_text, check_columns, column_type, expected, split_bad_rows
 
@@ -133,18 +133,7 @@ class _CsvReader:
         return True
 
     def _raw_batches(self) -> Iterator[pa.RecordBatch]:
-        try:
-            reader = self._open()
-        except OSError as e:
-            raise InputError(f"{self.file}: cannot read: {e}") from None
-        while True:
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                return
-            except OSError as e:
-                raise InputError(f"{self.file}: cannot read: {e}") from None
-            yield batch
+        return read_batches(self._open, self.file)
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         row = 0

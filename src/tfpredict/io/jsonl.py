@@ -12,7 +12,7 @@ import pyarrow.json as pajson
 
 from ..errors import InputError
 from ..features import AllowMissing, FeatureSpec
-from .batches import rebatch, restartable
+from .batches import read_batches, rebatch, restartable
 from .files import InputFile
 from .types import Chunk, check_columns, column_type, expected, floats_to_ints, is_scalar
 
@@ -60,14 +60,19 @@ class _JsonReader:
         types = {n: pa.float64() if n in self.as_floats else t for n, t in self.typed.items()}
         fields = [pa.field(n, t) for n, t in types.items() if t is not None]
         stream = pa.input_stream(str(self.file.path), compression="gzip" if self.file.compression else None)
-        return pajson.open_json(
-            stream,
-            read_options=pajson.ReadOptions(use_threads=True, block_size=self.block_size),
-            parse_options=pajson.ParseOptions(
-                explicit_schema=pa.schema(fields),
-                unexpected_field_behavior="infer" if self.infer else "ignore",
-            ),
-        )
+        try:
+            return pajson.open_json(
+                stream,
+                read_options=pajson.ReadOptions(use_threads=True, block_size=self.block_size),
+                parse_options=pajson.ParseOptions(
+                    explicit_schema=pa.schema(fields),
+                    unexpected_field_behavior="infer" if self.infer else "ignore",
+                ),
+            )
+        except pa.ArrowInvalid as e:
+            if "Empty JSON file" in str(e) or "empty" in str(e).lower():
+                return None  # no lines: no batches
+            raise
 
     def _retry_as_floats(self, e: pa.ArrowInvalid) -> bool:
         # "Failed to convert JSON to int64, couldn't parse:180.0" names no column: all integer features.
@@ -78,20 +83,7 @@ class _JsonReader:
         return True
 
     def _raw_batches(self) -> Iterator[pa.RecordBatch]:
-        try:
-            reader = self._open()
-        except pa.ArrowInvalid as e:
-            if "Empty JSON file" in str(e) or "empty" in str(e).lower():
-                return
-            raise
-        except OSError as e:
-            raise InputError(f"{self.file}: cannot read: {e}") from None
-        while True:
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                return
-            yield batch
+        return read_batches(self._open, self.file)
 
     def batches(
         self, allow_missing: AllowMissing, assembled: dict[str, list[str]] | None
