@@ -60,14 +60,6 @@ def parquet_columns(file: InputFile) -> list[str]:
         raise InputError(f"{file}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
 
 
-def parquet_rows(file: InputFile) -> int | None:
-    """The rows of a Parquet file, from its footer (None when it cannot be read: only an estimate)."""
-    try:
-        return pq.ParquetFile(str(file.path)).metadata.num_rows
-    except Exception:  # noqa: BLE001 - only a progress estimate
-        return None
-
-
 def _cast_to_schema(
     file: InputFile, batch: pa.RecordBatch, schema: dict[str, FeatureSpec], first_row: int
 ) -> pa.RecordBatch:
@@ -116,4 +108,4 @@ def _cast_column(file: InputFile, name: str, col: pa.Array, target: pa.DataType,
         ) from None
 
 
-__all__ = ["parquet_columns", "parquet_rows", "read_parquet"]
+__all__ = ["parquet_columns", "read_parquet"]

@@ -10,16 +10,15 @@ the model's types (see types.py). The names below are the io package's reading A
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
 from ..features import AllowMissing, FeatureSpec
 from .batches import rebatch
 from .csv import read_csv, read_header
-from .files import InputFile, detect_format, expand_inputs, input_bytes
+from .files import InputFile, detect_format, estimate_rows, expand_inputs, input_bytes
 from .jsonl import first_keys, read_jsonl
-from .parquet import parquet_columns, parquet_rows, read_parquet
+from .parquet import parquet_columns, read_parquet
 from .tfrecord import example_features, parse_spec, read_tfrecord
 from .types import BadRow, Chunk, check_columns, column_type, floats_to_ints, split_bad_rows, value_type
 
@@ -64,33 +63,6 @@ def input_columns(file: InputFile) -> list[str]:
     if file.format == "jsonl":
         return first_keys(file)
     return example_features(file)
-
-
-def estimate_rows(files: Sequence[InputFile], sample_bytes: int = 1 << 20) -> int | None:
-    """Total input rows for a progress bar's ETA: exact for Parquet, estimated for uncompressed text files
-    from the lines in their first MB; None when a file gives no cheap estimate (gzip, TFRecord)."""
-    total = 0
-    for f in files:
-        if f.format == "parquet":
-            n = parquet_rows(f)
-        elif f.format in ("csv", "jsonl") and not f.compression:
-            n = _estimate_lines(f.path, sample_bytes) - (1 if f.format == "csv" else 0)
-        else:
-            n = None
-        if n is None:
-            return None
-        total += max(n, 0)
-    return total
-
-
-def _estimate_lines(path: Path, sample_bytes: int) -> int:
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        sample = fh.read(sample_bytes)
-    lines = sample.count(b"\n") + (0 if sample.endswith(b"\n") or not sample else 1)
-    if len(sample) >= size:
-        return lines
-    return round(lines * size / max(len(sample), 1))
 
 
 __all__ = [
