@@ -238,8 +238,7 @@ def test_report_into_missing_directory_fails_before_measuring(
     cases: dict[str, tuple[Path, Path]], tmp_path: Path
 ) -> None:
     export, csv = cases["input"]
-    start = time.perf_counter()
     proc = run_doctor(str(export), str(csv), "--report", str(tmp_path / "no" / "r.html"))
     assert proc.returncode == 2
     assert "does not exist" in proc.stderr.strip().splitlines()[-1]
-    assert time.perf_counter() - start < 30  # no 60 s of measuring first
+    assert "tfpredict doctor: loading the export" not in proc.stderr  # no phase of measuring began
