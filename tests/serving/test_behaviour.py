@@ -203,15 +203,16 @@ def test_labels_versions_and_policy_all(server: Server) -> None:
 # ----------------------------------------------------------------------------------- batching, shedding
 def test_concurrent_requests_are_batched(server: Server) -> None:
     before = _metric(server, 'processed_batch_size_count{model_name="hp"}')
-    start = time.perf_counter()
+    # the server's own queuing-latency histogram: requests that waited less than the batch timeout
+    within = f'queuing_latency_bucket{{model_name="hp",le="{BATCH_TIMEOUT_S * 1e6:g}"}}'
+    before_within = _metric(server, within)
     with ThreadPoolExecutor(4) as pool:
         replies = list(pool.map(lambda x: predict(server, "hp", {"instances": [x]}), [2.0, 4.0, 6.0, 8.0]))
-    elapsed = time.perf_counter() - start
     assert [r.json()["predictions"] for r in replies] == [[3.0], [4.0], [5.0], [6.0]]
-    # 4 rows fill max_batch_size: one model call, answered before the batch timeout would have fired
+    # 4 rows fill max_batch_size: one model call, run as the batch filled, before the timeout would fire
     assert _metric(server, 'processed_batch_size_count{model_name="hp"}') == before + 1
     assert _metric(server, 'processed_batch_size_bucket{model_name="hp",le="4"}') >= 1
-    assert elapsed < BATCH_TIMEOUT_S + 0.3
+    assert _metric(server, within) == before_within + 4
 
 
 def test_full_queue_sheds_load_with_429(server: Server) -> None:
@@ -266,13 +267,10 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(server: Server) -> None:
         rest = pool.submit(predict, server, "hp", {"instances": [2.0]})
         rpc = pool.submit(grpc_predict, server.grpc, "hp", 4.0)
         time.sleep(0.2)
-        start = time.perf_counter()
-        code = server.stop(timeout=10)
-        took = time.perf_counter() - start
+        code = server.stop(timeout=30)  # killed (-9) if it has not exited by then
         assert rest.result().json() == {"predictions": [3.0]}
         assert rpc.result() == [4.0]
-    assert code == 0, server.log[-3000:]
-    assert took < 5
+    assert code == 0, server.log[-3000:]  # it drained and exited by itself, not at stop()'s kill
 
 
 def test_uvloop_event_loop_serves_rest_and_grpc(testdata: dict[str, str]) -> None:
