@@ -45,7 +45,6 @@ from .grpc_wire import (
     OK_TRAILERS,
     PING,
     PREFACE,
-    PRIORITY,
     PRIORITY_FLAG,
     PUSH_PROMISE,
     RESPONSE_HEADERS,
@@ -67,19 +66,11 @@ from .grpc_wire import (
 )
 from .h2_flood import FloodGuard
 from .h2_flow import FlowControl
+from .h2_rules import FLOOD_KIND, check_frame
 from .limits import Http2Limits
 from .status import ServingError
 
 log = logging.getLogger(__name__)
-
-
-_FLOOD_KIND = {
-    RST_STREAM: "rst_stream",
-    SETTINGS: "settings",
-    PING: "ping",
-    WINDOW_UPDATE: "window_update",
-    PRIORITY: "priority",
-}
 
 
 class _Stream:
@@ -87,7 +78,7 @@ class _Stream:
 
     __slots__ = (
         "id", "path", "encoding", "deadline", "body", "unacked", "send_window", "call", "pending",
-        "trailers", "remote_closed",
+        "trailers", "remote_closed", "expected", "received",
     )  # fmt: skip
 
     def __init__(self, stream_id: int, send_window: int, path: str, encoding: bytes) -> None:
@@ -102,6 +93,8 @@ class _Stream:
         self.pending: memoryview | None = None  # response bytes waiting for flow-control window
         self.trailers = b""
         self.remote_closed = False
+        self.expected = -1  # content-length, when the client gave one
+        self.received = 0
 
 
 class _Connection(FlowControl, asyncio.Protocol):
@@ -121,6 +114,7 @@ class _Connection(FlowControl, asyncio.Protocol):
         self.blocked: dict[int, _Stream] = {}
         self.parked: dict[int, _Stream] = {}
         self.flood = FloodGuard()
+        self.reset_by_us: dict[int, None] = {}  # recent streams we ended: their late frames are ignored
         self.last_stream = 0
         self.header_block: tuple[int, bool, bytearray] | None = None  # HEADERS waiting for CONTINUATION
         self.send_window = DEFAULT_WINDOW
@@ -208,11 +202,15 @@ class _Connection(FlowControl, asyncio.Protocol):
     def _onframe(self, ftype: int, flags: int, stream_id: int, payload: bytes) -> None:
         if self.header_block is not None and ftype != CONTINUATION:
             raise H2Error(ErrorCode.PROTOCOL_ERROR, "expected a CONTINUATION frame")
-        kind = _FLOOD_KIND.get(ftype)
+        kind = FLOOD_KIND.get(ftype)
         if kind is None and not payload and ftype in (DATA, HEADERS, CONTINUATION):
             kind = "" if flags & (END_STREAM | END_HEADERS) else "empty"
         if kind and not self.flood.allow(kind):
             raise H2Error(ErrorCode.ENHANCE_YOUR_CALM, f"too many {kind.replace('_', ' ')} frames")
+        code = check_frame(ftype, flags, stream_id, payload, self.last_stream)
+        if code is not None:
+            self.reset(stream_id, code)
+            return
         if ftype == DATA:
             self._on_data(flags, stream_id, payload)
         elif ftype == HEADERS:
@@ -261,16 +259,27 @@ class _Connection(FlowControl, asyncio.Protocol):
         head = self.headers.decode(block)  # always, even when refused: it updates the HPACK table
         stream = self.streams.get(stream_id)
         if stream is not None:  # trailers from the client end its request
-            if end_stream:
+            if stream.remote_closed:
+                self.reset(stream_id, ErrorCode.STREAM_CLOSED)
+            elif not end_stream or head.path or head.method:  # trailers end the stream, no pseudo-headers
+                self.reset(stream_id, ErrorCode.PROTOCOL_ERROR)
+            else:
                 self._end_request(stream)
             return
-        if stream_id % 2 == 0 or stream_id <= self.last_stream:
-            return  # a stream we already answered (or refused): nothing left to do for it
+        if stream_id <= self.last_stream:
+            if stream_id in self.reset_by_us:
+                return  # we answered or refused it; frames in flight are ignored (RFC 9113 5.4.2)
+            raise H2Error(ErrorCode.STREAM_CLOSED, f"HEADERS on closed stream {stream_id}")
+        if head.malformed:
+            self.last_stream = stream_id
+            self.reset(stream_id, ErrorCode.PROTOCOL_ERROR)
+            return
         self.last_stream = stream_id
         if self.going_away or len(self.streams) >= self.limits.max_concurrent_streams:
             self._write(frame(RST_STREAM, 0, stream_id, ErrorCode.REFUSED_STREAM.to_bytes(4, "big")))
             return
         stream = _Stream(stream_id, self.peer_initial_window, head.path, head.encoding)
+        stream.expected = head.content_length
         stream.remote_closed = end_stream
         if head.timeout is not None:
             stream.deadline = self.loop.time() + head.timeout
@@ -297,7 +306,13 @@ class _Connection(FlowControl, asyncio.Protocol):
         if stream is None:
             if stream_id > self.last_stream:
                 raise H2Error(ErrorCode.PROTOCOL_ERROR, f"DATA on idle stream {stream_id}")
-            return  # answered, refused or reset: discard
+            if stream_id in self.reset_by_us:
+                return  # answered, refused or reset by us: discard what was in flight
+            raise H2Error(ErrorCode.STREAM_CLOSED, f"DATA on closed stream {stream_id}")
+        if stream.remote_closed:
+            self.reset(stream_id, ErrorCode.STREAM_CLOSED)
+            return
+        stream.received += len(unpad(flags, payload))
         stream.unacked += size
         if stream.unacked >= refill:
             self._write(frame(WINDOW_UPDATE, 0, stream_id, stream.unacked.to_bytes(4, "big")))
@@ -316,6 +331,9 @@ class _Connection(FlowControl, asyncio.Protocol):
                 message = f"Received more request data than the limit ({len(body)} vs. {limit} bytes)"
                 self.send_error(stream, ServingError("RESOURCE_EXHAUSTED", message))
         if flags & END_STREAM:
+            if stream.expected >= 0 and stream.received != stream.expected or stream.expected == -2:
+                self.reset(stream_id, ErrorCode.PROTOCOL_ERROR)  # content-length disagrees with DATA
+                return
             self._end_request(stream)
 
     # ------------------------------------------------------------------ calls
@@ -383,10 +401,26 @@ class _Connection(FlowControl, asyncio.Protocol):
         self._write(frame(HEADERS, END_STREAM | END_HEADERS, stream.id, http_status_block(status)))
         self._close_stream(stream)
 
+    def reset(self, stream_id: int, code: int) -> None:
+        """A stream error: RST_STREAM with `code`; the stream's call, if any, is cancelled."""
+        stream = self.streams.pop(stream_id, None)
+        if stream is not None:
+            self.blocked.pop(stream_id, None)
+            self.parked.pop(stream_id, None)
+            self._cancel(stream)
+        self._remember_reset(stream_id)
+        self._write(frame(RST_STREAM, 0, stream_id, code.to_bytes(4, "big")))
+
+    def _remember_reset(self, stream_id: int) -> None:
+        self.reset_by_us[stream_id] = None
+        if len(self.reset_by_us) > self.limits.reset_memory:
+            del self.reset_by_us[next(iter(self.reset_by_us))]
+
     def _close_stream(self, stream: _Stream) -> None:
         """Our side is done; if the client is still sending, tell it to stop (RFC 9113 8.1)."""
         if self.streams.pop(stream.id, None) is None:
             return
+        self._remember_reset(stream.id)
         if not stream.remote_closed:
             self._write(frame(RST_STREAM, 0, stream.id, ErrorCode.NO_ERROR.to_bytes(4, "big")))
 

@@ -32,6 +32,7 @@ class ErrorCode(IntEnum):
     PROTOCOL_ERROR = 0x1
     FLOW_CONTROL_ERROR = 0x3
     FRAME_SIZE_ERROR = 0x6
+    STREAM_CLOSED = 0x5
     REFUSED_STREAM = 0x7
     COMPRESSION_ERROR = 0x9
     ENHANCE_YOUR_CALM = 0xB
@@ -133,13 +134,51 @@ class RequestHead(NamedTuple):
     encoding: bytes
     timeout: float | None  # seconds, from grpc-timeout
     error: str = ""  # a header the call cannot run with (a malformed grpc-timeout): answered on its stream
+    malformed: str = ""  # a header block RFC 9113 forbids: the stream is reset with PROTOCOL_ERROR
+    content_length: int = -1  # -1: not given; -2: not a number
+
+
+REQUEST_PSEUDO = (b":method", b":scheme", b":path", b":authority")
+CONNECTION_HEADERS = (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
+
+
+def malformed(headers: list[tuple[bytes, bytes]], trailers: bool = False) -> str:
+    """Why a header block is malformed (RFC 9113 8.2-8.3), or "": uppercase names, unknown, response,
+    repeated or late pseudo-headers, connection-specific fields, TE other than trailers, missing or empty
+    :method / :scheme / :path; in trailers, any pseudo-header."""
+    seen: set[bytes] = set()
+    regular = False
+    for name, value in headers:
+        if name != name.lower():
+            return f"uppercase header name {name[:40]!r}"
+        if name.startswith(b":"):
+            if trailers or regular or name not in REQUEST_PSEUDO or name in seen:
+                return f"misplaced, unknown or repeated pseudo-header {name[:40]!r}"
+            seen.add(name)
+        else:
+            regular = True
+            if name in CONNECTION_HEADERS or (name == b"te" and value != b"trailers"):
+                return f"connection-specific header {name[:40]!r}"
+    if trailers:
+        return ""
+    missing = [p.decode() for p in REQUEST_PSEUDO[:3] if p not in seen]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    if any(name == b":path" and not value for name, value in headers):
+        return "empty :path"
+    return ""
 
 
 def request_head(headers: Iterable[tuple[bytes, bytes]]) -> RequestHead:
     path, method, content_type, encoding, timeout = "", b"", b"", b"identity", None
     error = ""
+    headers = list(headers)
+    bad = malformed(headers)
+    length = -1
     for name, value in headers:
-        if name == b":path":
+        if name == b"content-length":
+            length = int(value) if value.isdigit() else -2
+        elif name == b":path":
             path = value.decode("latin-1")
         elif name == b":method":
             method = value
@@ -151,7 +190,7 @@ def request_head(headers: Iterable[tuple[bytes, bytes]]) -> RequestHead:
                 error = f"Invalid grpc-timeout {value[:20]!r} (1 to 8 digits and a unit: H M S m u n)"
         elif name == b"grpc-encoding":
             encoding = value
-    return RequestHead(path, method, content_type, encoding, timeout, error)
+    return RequestHead(path, method, content_type, encoding, timeout, error, bad, length)
 
 
 MAX_TABLE_SIZE_UPDATES = FloodLimits().max_table_size_updates

@@ -31,6 +31,7 @@ class Http2Limits:
     max_header_list: int = 65536  # SETTINGS_MAX_HEADER_LIST_SIZE; a header block may be twice this
     max_concurrent_streams: int = 1024  # SETTINGS_MAX_CONCURRENT_STREAMS; more are refused
     window_refill: int = 1 << 30  # top a receive window up once this much of it is used
+    reset_memory: int = 4096  # streams remembered as ended by us: frames still in flight are not errors
     header_cache_entries: int = 256  # decoded request header blocks remembered per connection
     goaway_message_bytes: int = 200  # debug data sent with a GOAWAY
     backlog: int = 1024  # listen() queue
