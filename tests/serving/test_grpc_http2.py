@@ -233,22 +233,21 @@ def test_request_over_the_limit_is_refused_and_the_connection_lives_on(harness: 
 
 # ---------------------------------------------------------------------- 4. deadlines
 def test_deadline_exceeded_cancels_the_handler(channel: grpc.Channel, harness: Harness) -> None:
-    start = time.monotonic()
     with pytest.raises(grpc.RpcError) as info:
-        stub(channel, "Sleep")(request("deadline", seconds=5.0), timeout=0.2)
+        stub(channel, "Sleep")(request("deadline", seconds=60.0), timeout=0.2)
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert time.monotonic() - start < 1.0
-    assert harness.events["deadline", "cancelled"].wait(1.0)
+    assert harness.events["deadline", "cancelled"].wait(30)  # well before the handler's 60 s are up
     assert not harness.events["deadline", "finished"].is_set()
 
 
 def test_server_enforces_grpc_timeout_itself(harness: Harness) -> None:
     """grpcio's client also times out on its own; a raw HTTP/2 client shows the server's answer."""
     start = time.monotonic()
-    trailers = raw_call(harness, "Sleep", request("raw-deadline", seconds=5.0), (("grpc-timeout", "150m"),))
+    trailers = raw_call(harness, "Sleep", request("raw-deadline", seconds=60.0), (("grpc-timeout", "150m"),))
     assert trailers["grpc-status"] == str(grpc.StatusCode.DEADLINE_EXCEEDED.value[0])
-    assert 0.1 < time.monotonic() - start < 1.0
-    assert harness.events["raw-deadline", "cancelled"].wait(1.0)
+    assert time.monotonic() - start > 0.1  # not before the deadline (a lower bound holds on any machine)
+    assert not harness.events["raw-deadline", "finished"].is_set()  # answered while the handler still ran
+    assert harness.events["raw-deadline", "cancelled"].wait(30)
 
 
 # ---------------------------------------------------------------------- 5. client cancellation
@@ -362,14 +361,13 @@ def test_stop_lets_a_call_in_flight_finish_then_refuses_connections() -> None:
     try:
         server, port = start_server(loop, events)
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            future = stub(channel, "Sleep").future(request("in-flight", [9.0], seconds=0.5), timeout=10)
-            assert events["in-flight", "started"].wait(2.0)
-            start = time.monotonic()
-            stopping = asyncio.run_coroutine_threadsafe(server.stop(5.0), loop.loop)
-            response = future.result(5)
+            future = stub(channel, "Sleep").future(request("in-flight", [9.0], seconds=0.5), timeout=60)
+            assert events["in-flight", "started"].wait(30)
+            grace = 120.0
+            stopping = asyncio.run_coroutine_threadsafe(server.stop(grace), loop.loop)
+            response = future.result(30)
             assert list(response.outputs["x"].float_val) == [9.0]
-            stopping.result(5)
-            assert time.monotonic() - start < 1.5  # stop waited for the call, not for all of its grace
+            stopping.result(grace / 4)  # stop waited for the call (0.5 s), not for all of its grace
             assert not events["in-flight", "cancelled"].is_set()
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
