@@ -78,7 +78,7 @@ class _Stream:
 
     __slots__ = (
         "id", "path", "encoding", "deadline", "body", "unacked", "send_window", "call", "pending",
-        "trailers", "remote_closed", "expected", "received",
+        "trailers", "remote_closed", "expected", "received", "http_status",
     )  # fmt: skip
 
     def __init__(self, stream_id: int, send_window: int, path: str, encoding: bytes) -> None:
@@ -95,6 +95,7 @@ class _Stream:
         self.remote_closed = False
         self.expected = -1  # content-length, when the client gave one
         self.received = 0
+        self.http_status = 0  # not a gRPC request: the HTTP status it gets at its end
 
 
 class _Connection(FlowControl, asyncio.Protocol):
@@ -285,7 +286,8 @@ class _Connection(FlowControl, asyncio.Protocol):
             stream.deadline = self.loop.time() + head.timeout
         self.streams[stream_id] = stream
         if head.method != b"POST" or not head.content_type.startswith(b"application/grpc"):
-            self._send_http_error(stream, 415 if head.method == b"POST" else 405)
+            # not gRPC: answered once the request is complete, as an HTTP server answers a request
+            stream.http_status = 415 if head.method == b"POST" else 405
         elif head.error:
             self.send_error(stream, ServingError("INVALID_ARGUMENT", head.error))
         elif stream.path not in self.server.methods:
@@ -339,6 +341,9 @@ class _Connection(FlowControl, asyncio.Protocol):
     # ------------------------------------------------------------------ calls
     def _end_request(self, stream: _Stream) -> None:
         stream.remote_closed = True
+        if stream.http_status:
+            self._send_http_error(stream, stream.http_status)
+            return
         body = stream.body
         if body is None:  # already answered (an error)
             return
@@ -420,8 +425,8 @@ class _Connection(FlowControl, asyncio.Protocol):
         """Our side is done; if the client is still sending, tell it to stop (RFC 9113 8.1)."""
         if self.streams.pop(stream.id, None) is None:
             return
-        self._remember_reset(stream.id)
-        if not stream.remote_closed:
+        if not stream.remote_closed:  # frames the client still has in flight are to be ignored
+            self._remember_reset(stream.id)
             self._write(frame(RST_STREAM, 0, stream.id, ErrorCode.NO_ERROR.to_bytes(4, "big")))
 
     def _write(self, data: bytes) -> None:

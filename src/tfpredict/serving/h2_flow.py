@@ -42,6 +42,9 @@ class FlowControl:
     def _close_stream(self, stream: Any) -> None:
         raise NotImplementedError
 
+    def reset(self, stream_id: int, code: int) -> None:
+        raise NotImplementedError
+
     def _on_settings(self, flags: int, stream_id: int, payload: bytes) -> None:
         if stream_id:
             raise H2Error(ErrorCode.PROTOCOL_ERROR, "SETTINGS on a stream")
@@ -90,8 +93,9 @@ class FlowControl:
             if stream is None:
                 return
             stream.send_window += increment
-            if stream.send_window > MAX_WINDOW:
-                raise H2Error(ErrorCode.FLOW_CONTROL_ERROR, f"stream {stream_id} window above 2^31-1")
+            if stream.send_window > MAX_WINDOW:  # a stream error (RFC 9113 6.9.1)
+                self.reset(stream_id, ErrorCode.FLOW_CONTROL_ERROR)
+                return
             if stream.id in self.parked and stream.send_window > 0:
                 self._unpark([stream])
 
