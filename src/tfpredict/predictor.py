@@ -252,9 +252,7 @@ class Predictor:
         """How a signature that takes whole CSV lines (DecodeCSV in the graph) reads them, or None."""
         name = signature or self.signature
         if name not in self._csv_specs:
-            sig = self.signatures.get(name)
-            if sig is None:
-                raise InputError(f"No signature {name!r}; the export has: {', '.join(sorted(self.signatures))}")
+            sig = self._plan(name).signature  # an unknown name fails there, with the signatures it has
             self._csv_specs[name] = find_csv_spec(self._graph, sig) if self._functions is None else None
         return self._csv_specs[name]
 

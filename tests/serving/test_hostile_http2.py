@@ -104,7 +104,11 @@ class Prober:
 
     def check(self) -> None:
         assert self.failures == 0 and self.latencies
-        p99 = statistics.quantiles(self.latencies, n=100)[98] if len(self.latencies) > 20 else max(self.latencies)
+        p99 = (
+            statistics.quantiles(self.latencies, n=100)[98]
+            if len(self.latencies) > 20
+            else max(self.latencies)
+        )
         assert p99 < 0.5, f"probe p99 {p99 * 1000:.0f} ms during the attack"
 
 
@@ -152,8 +156,12 @@ def test_a_huge_settings_frame_costs_one_walk(harness: Harness) -> None:
     started = time.perf_counter()
     with socket.create_connection(("127.0.0.1", harness.port), timeout=20) as sock:
         encoder = hpack.Encoder()
-        opened = b"".join(frame(HEADERS, 0x4, 2 * i + 1, headers_block(harness, encoder)) for i in range(1000))
-        sock.sendall(PREFACE + frame(SETTINGS, 0, 0) + opened + frame(SETTINGS, 0, 0, entries[: (1 << 20) - 4]))
+        opened = b"".join(
+            frame(HEADERS, 0x4, 2 * i + 1, headers_block(harness, encoder)) for i in range(1000)
+        )
+        sock.sendall(
+            PREFACE + frame(SETTINGS, 0, 0) + opened + frame(SETTINGS, 0, 0, entries[: (1 << 20) - 4])
+        )
         for ftype, flags, _, _ in read_frames(sock):
             if ftype == SETTINGS and flags & 1:
                 break
@@ -201,6 +209,8 @@ def test_pings_never_read_do_not_grow_the_server(harness: Harness) -> None:
             pass
         time.sleep(0.5)
         held = harness.loop.call(
-            lambda: sum(c.transport.get_write_buffer_size() for c in harness.server.connections if c.transport)
+            lambda: sum(
+                c.transport.get_write_buffer_size() for c in harness.server.connections if c.transport
+            )
         )
         assert held < 8 << 20
