@@ -11,7 +11,46 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-EXPORTS = Path(__file__).parent / "fixtures" / "exports"
+TESTS = Path(__file__).parent
+EXPORTS = TESTS / "fixtures" / "exports"
+
+#: Tests marked `slow` (deselect them with `pytest -m "not slow"`, the fast loop), by path or path::name
+#: prefix: they run doctor's timed measurements, start Ray clusters, model-server or CLI processes (each
+#: pays TensorFlow's start-up), drive a headless browser, or run the corpus of real exports. Kept here so
+#: that the test modules themselves need no marker lines.
+SLOW_MODULES = {
+    "test_corpus.py": "23 real exports against TensorFlow references (~10 min)",
+    "test_cli_predict.py::test_signal_mid_run": "3,000,000-row runs of the CLI, interrupted",
+    "test_cli_predict.py::test_bad_rows": "the CLI as a process",
+    "test_columns.py::test_cli_": "the CLI as a process",
+    "test_columns.py::test_a_fraction_for_an_int_feature": "the CLI as a process",
+    "test_columns.py::test_keras_dense_input_from_jsonl": "the CLI as a process",
+    "test_export_kinds.py::test_csv_line_receiver_predicts_from_a_csv_file": "the CLI as a process",
+    "test_legacy_ops.py::test_inspect_names_the_rewrites": "the CLI as a process",
+    "test_predictor.py::test_inspect_cli": "the CLI as a process",
+    "test_tf2_exports.py::test_distributed_keras_model_predicts": "builds its model in a process",
+    "doctor/test_doctor.py": "doctor runs with their time budgets, the HTML report in Chromium",
+    "doctor/test_doctor_columns.py": "doctor runs",
+    "doctor/test_fixtures.py": "doctor runs on every fixture export",
+    "engines/": "Ray clusters",
+    "serving/test_batching_process.py": "model-server processes",
+    "serving/test_behaviour.py": "a model-server process",
+    "serving/test_fixtures.py": "a model-server process",
+    "serving/test_h2spec.py": "a model server against h2spec",
+    "serving/test_hostile_http1.py": "a loopback server waiting out its timeouts",
+    "serving/test_hostile_http2.py": "a loopback server under floods",
+    "serving/test_hot_reload.py": "a model-server process",
+    "serving/test_tf_serving_compat.py": "model-server processes",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        where = Path(item.path).relative_to(TESTS).as_posix() + "::" + item.name
+        if any(where.startswith(prefix) for prefix in SLOW_MODULES):
+            item.add_marker(pytest.mark.slow)
+
+
 FIXTURES = (
     sorted(p.name for p in EXPORTS.iterdir() if (p / "expected.json").is_file()) if EXPORTS.is_dir() else []
 )
