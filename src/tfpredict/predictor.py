@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import features as F
+from .calls import as_feed, op_type, prediction_error
 from .errors import InputError, ModelLoadError, PredictionError
 from .features import FeatureSpec, SparseValue
 from .savedmodel import (
@@ -319,7 +320,7 @@ class Predictor:
         try:
             results = fn(*feeds.values)
         except Exception as exc:
-            raise _prediction_error(self.export_dir, plan.signature.name, exc) from exc
+            raise prediction_error(self.export_dir, plan.signature.name, exc) from exc
         return dict(zip(keys, results, strict=True))
 
     def run(
@@ -342,11 +343,11 @@ class Predictor:
         keys = self._output_keys(plan, outputs)
         names = sorted(sig.inputs)
         fn = self._callable(sig.name, [sig.inputs[k].tensor_name for k in names], keys)
-        values = [_as_feed(inputs[k], sig.inputs[k].dtype, k) for k in names]
+        values = [as_feed(inputs[k], sig.inputs[k].dtype, k) for k in names]
         try:
             results = fn(*values)
         except Exception as exc:
-            raise _prediction_error(self.export_dir, sig.name, exc) from exc
+            raise prediction_error(self.export_dir, sig.name, exc) from exc
         return dict(zip(keys, results, strict=True))
 
     def xla_clusters(self, data: Any, *, signature: str | None = None) -> int:
@@ -390,7 +391,7 @@ class Predictor:
             for node in (n for dev in metadata.step_stats.dev_stats for n in dev.node_stats):
                 name = node.node_name.split(":")[0]
                 if name not in types:
-                    types[name] = _op_type(graph, name, node.timeline_label)
+                    types[name] = op_type(graph, name, node.timeline_label)
                 spent = node.all_end_rel_micros or (node.op_end_rel_micros - node.op_start_rel_micros)
                 micros[name] = micros.get(name, 0.0) + max(0, spent)
         return [NodeTime(name, types[name], us / 1000.0 / runs) for name, us in micros.items()]
@@ -479,36 +480,8 @@ class Predictor:
         return Feeds(plan.signature.name, n, flat)
 
 
-def _op_type(graph: Any, name: str, timeline_label: str) -> str:
-    try:
-        return str(graph.get_operation_by_name(name).type)
-    except (KeyError, ValueError):  # a node the runtime added (e.g. _Send): its label says "name = Op(...)"
-        return timeline_label.split("(")[0].split("=")[-1].strip() if "=" in timeline_label else name
-
-
 def _default_signature(signatures: dict[str, SignatureInfo]) -> str:
     for name in ("predict", "serving_default"):
         if name in signatures:
             return name
     return sorted(signatures)[0]
-
-
-def _as_feed(value: Any, dtype: str, key: str) -> np.ndarray:
-    np_dtype = F.NUMPY_DTYPES.get(dtype)
-    try:
-        array = (
-            np.asarray(value, dtype=np_dtype) if np_dtype is not object else np.asarray(value, dtype=object)
-        )
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"Input {key!r}: expects {dtype}, found values it cannot read ({exc})") from exc
-    return array
-
-
-def _prediction_error(export_dir: Path, signature: str, exc: Exception) -> Exception:
-    import tensorflow as tf
-
-    first = str(getattr(exc, "message", exc)).strip().splitlines()
-    text = first[0] if first else type(exc).__name__
-    if isinstance(exc, tf.errors.InvalidArgumentError):
-        return InputError(f"Signature {signature!r} of {export_dir} rejected the input: {text}")
-    return PredictionError(f"Signature {signature!r} of {export_dir} failed: {text}")
