@@ -160,6 +160,7 @@ def _threads_text(threads: int | None, inter: int | None) -> str:
 
 
 def recommendations(m: Measurements, v: Verdict, chosen: Settings) -> list[Recommendation]:
+    """What to change, topic by topic (each a measured figure), in the report's order."""
     recs: list[Recommendation] = []
     default = m.end_to_end_sweep[0] if m.end_to_end_sweep else None
     at_default_threads = {
@@ -167,8 +168,20 @@ def recommendations(m: Measurements, v: Verdict, chosen: Settings) -> list[Recom
         for p in m.end_to_end_sweep
         if p.settings["threads"] is None and p.settings["inter_op_threads"] is None
     }
+    for topic in (_batch_size, _threads, _xla, _input_format, _output, _per_row, _model_ops):
+        topic(recs, m, v, chosen, default, at_default_threads)
+    return recs
 
-    # batch size: measured end to end (default threads), with the model-alone curve as backing
+
+def _batch_size(
+    recs: list[Recommendation],
+    m: Measurements,
+    v: Verdict,
+    chosen: Settings,
+    default: Point | None,
+    at_default_threads: dict[Any, Point],
+) -> None:
+    """Batch size: measured end to end (default threads), with the model-alone curve as backing."""
     best_model = _best(m.batch_sweep)
     model_note = ""
     if best_model is not None:
@@ -200,7 +213,16 @@ def recommendations(m: Measurements, v: Verdict, chosen: Settings) -> list[Recom
             )
         )
 
-    # threads
+
+def _threads(
+    recs: list[Recommendation],
+    m: Measurements,
+    v: Verdict,
+    chosen: Settings,
+    default: Point | None,
+    at_default_threads: dict[Any, Point],
+) -> None:
+    """Threads."""
     if (chosen.threads, chosen.inter_op_threads) != (None, None) and default and default.rows_per_s:
         same_batch = at_default_threads.get(chosen.batch_size, default)
         gain = (chosen.rows_per_s or 0) / (same_batch.rows_per_s or 1) - 1
@@ -228,7 +250,16 @@ def recommendations(m: Measurements, v: Verdict, chosen: Settings) -> list[Recom
             )
         )
 
-    # XLA
+
+def _xla(
+    recs: list[Recommendation],
+    m: Measurements,
+    v: Verdict,
+    chosen: Settings,
+    default: Point | None,
+    at_default_threads: dict[Any, Point],
+) -> None:
+    """XLA."""
     xla = _xla_gain(m)
     if xla is None and len(m.xla_sweep) >= 2:
         recs.append(Recommendation("xla", f"XLA: {m.xla_sweep[1].note or 'not measured'}", None))
@@ -249,7 +280,16 @@ def recommendations(m: Measurements, v: Verdict, chosen: Settings) -> list[Recom
         else:
             recs.append(Recommendation("xla", f"XLA: no gain on this model ({_pct(xla)}); leave it off", xla))
 
-    # input format
+
+def _input_format(
+    recs: list[Recommendation],
+    m: Measurements,
+    v: Verdict,
+    chosen: Settings,
+    default: Point | None,
+    at_default_threads: dict[Any, Point],
+) -> None:
+    """Input format."""
     reads = {
         p.settings["format"]: p.rows_per_s
         for p in m.format_sweep
@@ -287,7 +327,16 @@ def recommendations(m: Measurements, v: Verdict, chosen: Settings) -> list[Recom
             )
         )
 
-    # output
+
+def _output(
+    recs: list[Recommendation],
+    m: Measurements,
+    v: Verdict,
+    chosen: Settings,
+    default: Point | None,
+    at_default_threads: dict[Any, Point],
+) -> None:
+    """Output."""
     if v.bottleneck == "output":
         alt = "Parquet" if m.output_format != "parquet" else "fewer columns (--outputs)"
         recs.append(
@@ -298,7 +347,16 @@ def recommendations(m: Measurements, v: Verdict, chosen: Settings) -> list[Recom
             )
         )
 
-    # per-row
+
+def _per_row(
+    recs: list[Recommendation],
+    m: Measurements,
+    v: Verdict,
+    chosen: Settings,
+    default: Point | None,
+    at_default_threads: dict[Any, Point],
+) -> None:
+    """Per-row."""
     if m.per_row is not None and m.per_row.rows_per_s:
         batched = chosen.rows_per_s or m.stages["end_to_end"].rows_per_s
         factor = batched / m.per_row.rows_per_s
@@ -312,7 +370,16 @@ def recommendations(m: Measurements, v: Verdict, chosen: Settings) -> list[Recom
             )
         )
 
-    # inside the model
+
+def _model_ops(
+    recs: list[Recommendation],
+    m: Measurements,
+    v: Verdict,
+    chosen: Settings,
+    default: Point | None,
+    at_default_threads: dict[Any, Point],
+) -> None:
+    """Inside the model."""
     if m.op_categories:
         cat, share = next(iter(m.op_categories.items()))
         top = m.top_ops[0] if m.top_ops else None
@@ -324,4 +391,3 @@ def recommendations(m: Measurements, v: Verdict, chosen: Settings) -> list[Recom
         elif cat == "embeddings / one-hot":
             text += ": smaller embeddings or fewer categorical columns would cut it"
         recs.append(Recommendation("model_ops", text))
-    return recs

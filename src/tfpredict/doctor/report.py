@@ -267,11 +267,8 @@ def _html_table(headers: list[str], rows: list[list[Any]], cls: str = "") -> str
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def render_html(d: Diagnosis) -> str:
-    """One self-contained HTML page: no scripts, fonts, images or styles from anywhere else."""
-    x = d.to_dict()
-    sw = x["sweeps"]
-    stages_rows = [
+def _stage_rows(x: dict[str, Any]) -> list[list[str]]:
+    return [
         [
             s["label"],
             _rate(s["rows_per_s"]),
@@ -282,17 +279,11 @@ def render_html(d: Diagnosis) -> str:
         ]
         for s in x["stages"].values()
     ]
-    batch = line_chart(
-        [(p["batch_size"], p["rows_per_s"]) for p in sw["batch_size"]],
-        "batch size (rows per call)",
-        "rows/s",
-        "batch-chart",
-        highlight=x["recommended"]["batch_size"],
-    )
-    thread_rows = [
-        [_threads(p), "model alone", _rate(p["rows_per_s"]), p.get("note", "")] for p in sw["threads"]
-    ]
-    thread_rows += [
+
+
+def _thread_rows(sw: dict[str, Any]) -> list[list[str]]:
+    rows = [[_threads(p), "model alone", _rate(p["rows_per_s"]), p.get("note", "")] for p in sw["threads"]]
+    rows += [
         [
             _threads(p),
             f"model alone, XLA {'on' if p['xla'] else 'off'}",
@@ -301,10 +292,26 @@ def render_html(d: Diagnosis) -> str:
         ]
         for p in sw["xla"]
     ]
-    thread_rows += [
+    rows += [
         [_threads(p), f"pipelined job, batch {p['batch_size']:,}", _rate(p["rows_per_s"]), ""]
         for p in sw["end_to_end"]
     ]
+    return rows
+
+
+def render_html(d: Diagnosis) -> str:
+    """One self-contained HTML page: no scripts, fonts, images or styles from anywhere else."""
+    x = d.to_dict()
+    sw = x["sweeps"]
+    stages_rows = _stage_rows(x)
+    batch = line_chart(
+        [(p["batch_size"], p["rows_per_s"]) for p in sw["batch_size"]],
+        "batch size (rows per call)",
+        "rows/s",
+        "batch-chart",
+        highlight=x["recommended"]["batch_size"],
+    )
+    thread_rows = _thread_rows(sw)
     thread_chart = bar_chart(
         [(f"{_threads(p)}, batch {p['batch_size']:,}", p["rows_per_s"]) for p in sw["end_to_end"]],
         "threads-chart",
