@@ -17,7 +17,7 @@ from dataclasses import dataclass
 class FloodLimits:
     """(burst, per second) for each kind of frame."""
 
-    rst_stream: tuple[int, float] = (1000, 200.0)  # rapid reset: streams opened and reset at once
+    rst_stream: tuple[int, float] = (5000, 1000.0)  # rapid reset; room for clients cancelling under overload
     settings: tuple[int, float] = (100, 20.0)
     ping: tuple[int, float] = (1000, 100.0)
     window_update: tuple[int, float] = (20000, 10000.0)
