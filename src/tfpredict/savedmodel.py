@@ -170,19 +170,32 @@ class LoadedGraph:
 def load_session(export_dir: Path, config: Any, tags: Iterable[str] | None = None) -> LoadedGraph:
     """Load the export into a fresh graph and session, rewriting legacy ops and inlining the functions a
     signature's serialized tf.Examples flow into (see legacy_ops.py, inline.py) before the import."""
+    chosen = choose_tags(export_dir, tags)
+    try:
+        return _load(export_dir, config, chosen, inline=True)
+    except ModelLoadError as first:
+        # Inlining is an optimization: if the spliced graph does not import, the export as written still may.
+        try:
+            loaded = _load(export_dir, config, chosen, inline=False)
+        except ModelLoadError:
+            raise first from None
+        log.info("%s: loaded without inlining its tf.function calls (%s)", export_dir, first.message)
+        return loaded
+
+
+def _load(export_dir: Path, config: Any, chosen: list[str], inline: bool) -> LoadedGraph:
     from tensorflow.python.saved_model import loader_impl
 
     from .inline import inline_serialized_input_calls
     from .legacy_ops import rewrite_legacy_ops
 
-    chosen = choose_tags(export_dir, tags)
     try:
         loader = loader_impl.SavedModelLoader(str(export_dir))
         meta = loader.get_meta_graph_def_from_tags(chosen)
     except Exception as exc:
         raise ModelLoadError(f"Cannot load SavedModel {export_dir}: {_first_line(exc)}") from exc
     producer = meta.meta_info_def.tensorflow_version
-    inlined = inline_serialized_input_calls(meta.graph_def, _unparsed_string_inputs(meta))
+    inlined = inline_serialized_input_calls(meta.graph_def, _unparsed_string_inputs(meta)) if inline else []
     rewrites = rewrite_legacy_ops(meta.graph_def, producer)
     graph = tf.Graph()
     session = tf.compat.v1.Session(graph=graph, config=config)
