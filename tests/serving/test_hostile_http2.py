@@ -1,3 +1,4 @@
+# ruff: noqa: F401, F811 - `harness` is the fixture of test_grpc_http2, imported and requested by name
 """The HTTP/2 gRPC front end against hostile clients: floods of control frames, rapid reset, window
 updates over blocked streams, HPACK table-size updates, PINGs never read. A real GrpcServer on a loopback port
 (in this process), raw frames for the attacker, grpcio's client for the normal caller that must be served."""
@@ -8,7 +9,6 @@ import socket
 import statistics
 import threading
 import time
-from collections.abc import Iterator
 
 import grpc
 import hpack
@@ -17,29 +17,17 @@ import pytest
 from tests.serving.test_grpc_http2 import (
     CLIENT_OPTIONS,
     SERVICE,
-    Events,
     Harness,
-    LoopThread,
     frame,
+    harness,  # the same in-process server fixture (pytest finds it by name)
     read_frames,
     request,
-    start_server,
     stub,
 )
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE = 0, 1, 2, 3, 4, 6, 7, 8
 ENHANCE_YOUR_CALM, COMPRESSION_ERROR = 0xB, 0x9
-
-
-@pytest.fixture(scope="module")
-def harness() -> Iterator[Harness]:
-    loop = LoopThread()
-    events = Events()
-    server, port = start_server(loop, events)
-    yield Harness(loop, server, port, events)
-    loop.run(server.stop(1.0))
-    loop.close()
 
 
 def headers_block(harness: Harness, encoder: hpack.Encoder) -> bytes:
