@@ -12,6 +12,7 @@ from typing import Any
 
 from ..serving.config import ServeOptions
 from .options import comma_list
+from .serve_limits import add_limit_options, limits_from
 
 _DEFAULTS = ServeOptions()
 
@@ -95,12 +96,32 @@ def add_parser(subparsers: Any) -> None:
         help="largest request body (REST 413 / gRPC RESOURCE_EXHAUSTED above it)",
     )
     add("drain_seconds", type=float, help="how long SIGTERM waits for in-flight requests")
+    add(
+        "ssl_config_file",
+        help="text-format SSLConfig (server_key, server_cert, custom_ca, client_verify): TLS on the gRPC "
+        "port, as TF Serving, and on the REST port (tfpredict's extension)",
+    )
+    add(
+        "response_cache_bytes",
+        type=int,
+        help="cache answers to repeated requests, LRU, up to this many bytes (0: off); per model with "
+        "--response_cache_models",
+    )
+    add(
+        "response_cache_models",
+        type=comma_list,
+        metavar="MODEL[,MODEL...]",
+        help="only these models use the response cache (default: every model)",
+    )
+    add_limit_options(p)
     p.set_defaults(run=run)
 
 
 def options_from(args: argparse.Namespace) -> ServeOptions:
-    """ServeOptions from the parsed flags, field by field name."""
-    return ServeOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServeOptions)})
+    """ServeOptions from the parsed flags, field by field name (the limits from their own flags)."""
+    limits = limits_from(args)
+    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(ServeOptions) if f.name not in limits}
+    return ServeOptions(**fields, **limits)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -96,6 +96,7 @@ class _BatchQueue:
         self._queued_rows = 0
         self._max_queued_rows = params.max_batch_size * params.max_enqueued_batches
         self._closed = False
+        self.dropped = 0  # queued requests whose client went away before their batch ran
 
     def _admit(self, size: int) -> None:
         """Refuse a request when its version is closing, or shed it when the queue is full."""
@@ -113,13 +114,21 @@ class _BatchQueue:
         return sum(t.size for t in self._queue if t.key == key)
 
     def _take_batch(self) -> list[Task]:
+        """The oldest task and the queued tasks of its key, up to max_batch_size rows; tasks whose client
+        went away (future cancelled: a reset stream, a closed connection) are dropped, never run."""
+        self._drop_cancelled()
+        if not self._queue:
+            return []
         first = self._queue.popleft()
         taken, rows = [first], first.size
         limit = self.params.max_batch_size
         kept: list[Task] = []
         while self._queue and rows < limit:
             task = self._queue.popleft()
-            if task.key == first.key and rows + task.size <= limit:
+            if task.future.cancelled():
+                self._queued_rows -= task.size
+                self.dropped += 1
+            elif task.key == first.key and rows + task.size <= limit:
                 taken.append(task)
                 rows += task.size
             else:
@@ -127,6 +136,11 @@ class _BatchQueue:
         self._queue.extendleft(reversed(kept))
         self._queued_rows -= rows
         return taken
+
+    def _drop_cancelled(self) -> None:
+        while self._queue and self._queue[0].future.cancelled():
+            self._queued_rows -= self._queue.popleft().size
+            self.dropped += 1
 
     def _answers(
         self, tasks: list[Task], outputs: Outputs, sizes: list[int], total: int, target: int
@@ -317,7 +331,9 @@ class LoopBatcher(_BatchQueue):
                     if self._timer is None:
                         self._timer = loop.call_later(wait, self._on_timer, loop)
                     return
-            self._run(loop, self._take_batch())
+            tasks = self._take_batch()
+            if tasks:
+                self._run(loop, tasks)
 
     def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None

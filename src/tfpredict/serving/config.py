@@ -16,6 +16,8 @@ from google.protobuf import (
 from tensorflow_serving.config import model_server_config_pb2
 
 from ..errors import UsageError
+from .limits import Http1Limits, Http2Limits
+from .memory import DEFAULT_BUDGET_BYTES
 
 DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 
@@ -53,6 +55,13 @@ class ServeOptions:
     grpc_frontend: str = "http2"  # "http2": grpc_http2.py; "grpcio": grpcio's own server
     event_loop: str = "asyncio"  # or "uvloop"
     batching_process: bool = False  # batched model calls in a child process per version
+    # What a client may make the server hold or wait for (cli/serve_limits.py has their flags).
+    http1_limits: Http1Limits = field(default_factory=Http1Limits)
+    http2_limits: Http2Limits = field(default_factory=Http2Limits)
+    memory_budget_bytes: int = DEFAULT_BUDGET_BYTES
+    ssl_config_file: str = ""  # SSLConfig text proto: TLS on gRPC (as TF Serving) and REST (tls.py)
+    response_cache_bytes: int = 0  # an LRU cache of answers, bounded in bytes (0: off; response_cache.py)
+    response_cache_models: list[str] | None = None  # the models that use it; None: every model
 
     def model_configs(self) -> list[ModelConfig]:
         if self.model_config_file:

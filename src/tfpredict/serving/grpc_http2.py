@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from .grpc_api import Method
 from .grpc_call import GrpcCall, start_call
@@ -67,7 +68,8 @@ from .grpc_wire import (
 from .h2_flood import FloodGuard
 from .h2_flow import FlowControl
 from .h2_rules import FLOOD_KIND, check_frame
-from .limits import Http2Limits
+from .limits import Http2Limits, connection_cap
+from .memory import MemoryBudget, shed_slow_readers
 from .status import ServingError
 
 log = logging.getLogger(__name__)
@@ -78,7 +80,7 @@ class _Stream:
 
     __slots__ = (
         "id", "path", "encoding", "deadline", "body", "unacked", "send_window", "call", "pending",
-        "trailers", "remote_closed", "expected", "received", "http_status",
+        "trailers", "remote_closed", "expected", "received", "http_status", "held",
     )  # fmt: skip
 
     def __init__(self, stream_id: int, send_window: int, path: str, encoding: bytes) -> None:
@@ -96,6 +98,7 @@ class _Stream:
         self.expected = -1  # content-length, when the client gave one
         self.received = 0
         self.http_status = 0  # not a gRPC request: the HTTP status it gets at its end
+        self.held = 0  # request bytes charged to the memory budget until the stream ends
 
 
 class _Connection(FlowControl, asyncio.Protocol):
@@ -126,10 +129,17 @@ class _Connection(FlowControl, asyncio.Protocol):
         self.flush_scheduled = False
         self.going_away = False
         self.closed = False
+        self.account = server.budget.account()
+        self.opened = time.monotonic()
 
     # ------------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        if len(self.server.connections) >= self.server.max_connections:
+            self.server.refused += 1  # past the cap (below the fd limit): closed before a byte is read
+            self.closed = True
+            transport.close()
+            return
         self.server.connections.add(self)
         settings = setting_pairs(
             [
@@ -171,6 +181,20 @@ class _Connection(FlowControl, asyncio.Protocol):
         self.streams.clear()
         self.blocked.clear()
         self.parked.clear()
+        self.buffer.clear()
+        self.account.close()
+
+    def backlog_bytes(self) -> int:
+        """Held bytes no refusal frees: a partly received frame, answers waiting for window or the socket."""
+        waiting = sum(len(s.pending) for s in (*self.blocked.values(), *self.parked.values()) if s.pending)
+        unsent = self.transport.get_write_buffer_size() if self.transport is not None else 0
+        return len(self.buffer) + waiting + unsent
+
+    def drop(self) -> None:
+        """Close a client that does not read (the memory budget is overrun), or never sent its preface."""
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
 
     # ------------------------------------------------------------------ reading
     def _read_frames(self) -> None:
@@ -322,7 +346,13 @@ class _Connection(FlowControl, asyncio.Protocol):
         body = stream.body
         if body is not None:
             checked = len(body) >= MESSAGE_PREFIX_SIZE
-            body += unpad(flags, payload)
+            data = unpad(flags, payload)
+            if not self.account.grow_request(len(data)):
+                message = "The server's memory for buffered requests is full (--memory_budget_bytes)"
+                self.send_error(stream, ServingError("RESOURCE_EXHAUSTED", message))
+                return
+            stream.held += len(data)
+            body += data
             limit = self.server.max_message_bytes
             if not checked and len(body) >= MESSAGE_PREFIX_SIZE:
                 length = message_length(body)
@@ -354,8 +384,14 @@ class _Connection(FlowControl, asyncio.Protocol):
 
     def _cancel(self, stream: _Stream) -> None:
         stream.body = None
+        self._release(stream)
         if stream.call is not None:
             stream.call.cancel()
+
+    def _release(self, stream: _Stream) -> None:
+        if stream.held:
+            self.account.shrink_request(stream.held)
+            stream.held = 0
 
     # ------------------------------------------------------------------ writing
     def send_response(self, stream: _Stream, message: bytes) -> None:
@@ -423,6 +459,7 @@ class _Connection(FlowControl, asyncio.Protocol):
 
     def _close_stream(self, stream: _Stream) -> None:
         """Our side is done; if the client is still sending, tell it to stop (RFC 9113 8.1)."""
+        self._release(stream)
         if self.streams.pop(stream.id, None) is None:
             return
         if not stream.remote_closed:  # frames the client still has in flight are to be ignored
@@ -463,23 +500,53 @@ class GrpcServer:
     """Listens on TCP and/or UNIX sockets; `stop` sends GOAWAY, lets open calls finish, then closes."""
 
     def __init__(
-        self, methods: dict[str, Method], max_message_bytes: int, limits: Http2Limits | None = None
+        self,
+        methods: dict[str, Method],
+        max_message_bytes: int,
+        limits: Http2Limits | None = None,
+        budget: MemoryBudget | None = None,
     ) -> None:
         self.methods = methods
         self.max_message_bytes = max_message_bytes
         self.limits = limits or Http2Limits()
+        self.budget = budget or MemoryBudget()
         self.connections: set[_Connection] = set()
+        self.max_connections = connection_cap(self.limits.max_connections)
+        self.refused = 0  # connections closed at once because max_connections were open
         self._servers: list[asyncio.base_events.Server] = []
+        self._sweeper: asyncio.Task[None] | None = None
 
-    async def listen(self, host: str, port: int) -> None:
+    def _start_sweeping(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        """Once per interval: close connections that sent no preface in time, shed slow readers."""
+        while True:
+            await asyncio.sleep(self.limits.timer_interval_seconds)
+            late = time.monotonic() - self.limits.preface_timeout_seconds
+            for c in [c for c in self.connections if not c.preface_seen and c.opened < late]:
+                c.drop()
+            shed_slow_readers(self.budget, self.connections)
+
+    async def listen(self, host: str, port: int, ssl: object = None) -> None:
+        """Listen on host:port; `ssl`: an ssl.SSLContext with ALPN h2 (serving/tls.py), or None."""
         loop = asyncio.get_running_loop()
         self._servers.append(
-            await loop.create_server(lambda: _Connection(self), host, port, backlog=self.limits.backlog)
+            await loop.create_server(
+                lambda: _Connection(self),
+                host,
+                port,
+                backlog=self.limits.backlog,
+                ssl=ssl,  # type: ignore[arg-type]
+            )
         )
+        self._start_sweeping()
 
     async def listen_unix(self, path: str) -> None:
         loop = asyncio.get_running_loop()
         self._servers.append(await loop.create_unix_server(lambda: _Connection(self), path))
+        self._start_sweeping()
 
     async def start(self) -> None:
         """Listening starts with listen(); here for the same calls as the grpcio front end."""
@@ -487,6 +554,8 @@ class GrpcServer:
     async def stop(self, grace: float) -> None:
         for s in self._servers:
             s.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for c in list(self.connections):
             c.goaway()
         loop = asyncio.get_running_loop()

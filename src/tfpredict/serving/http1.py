@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import resource
 import time
 from collections.abc import Awaitable, Callable
 
 from . import json_codec
-from .limits import Http1Limits
+from .limits import Http1Limits, connection_cap
 from .logs import limit_asyncio_logs
+from .memory import MemoryBudget, shed_slow_readers
 from .status import as_serving_error
 
 # RFC 9112: a Content-Length is 1*DIGIT and a chunk size 1*HEXDIG (then optional ";ext"). Python's int()
@@ -31,7 +31,6 @@ CONTENT_LENGTH = re.compile(rb"[0-9]{1,19}")
 CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?")
 TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token: methods and header names
 REQUEST_LINE = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (\S+) HTTP/1\.([01])")
-FD_RESERVE = 64  # fds kept free for the gRPC port, model files, logs
 log = logging.getLogger(__name__)
 REASONS = {
     100: "Continue",
@@ -57,17 +56,6 @@ JSON = b"application/json"
 
 # (method, path, body) -> (HTTP status, body, content type)
 Handler = Callable[[str, str, bytes], Awaitable[tuple[int, bytes, bytes]]]
-
-
-def connection_cap(configured: int) -> int:
-    """Open connections allowed at once: the configured cap, else half the fds left under the soft limit
-    (the gRPC port gets the other half), so accept() never runs out of fds."""
-    if configured > 0:
-        return configured
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return 10_000
-    return max(16, (soft - FD_RESERVE) // 2)
 
 
 class BadRequest(Exception):
@@ -120,10 +108,17 @@ def parse_head(head: str, max_headers: int) -> tuple[str, str, bool, int | None,
 class HttpServer:
     """A minimal HTTP/1.1 server (keep-alive, pipelining, chunked bodies, 100-continue, size limits)."""
 
-    def __init__(self, handle: Handler, max_request_bytes: int, limits: Http1Limits | None = None) -> None:
+    def __init__(
+        self,
+        handle: Handler,
+        max_request_bytes: int,
+        limits: Http1Limits | None = None,
+        budget: MemoryBudget | None = None,
+    ) -> None:
         self.handle = handle
         self.max_request_bytes = max_request_bytes
         self.limits = limits or Http1Limits()
+        self.budget = budget or MemoryBudget()
         self.connections: set[HttpConnection] = set()
         self.tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
         self.inflight = 0
@@ -133,11 +128,17 @@ class HttpServer:
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, ssl: object = None) -> None:
+        """Listen on host:port; `ssl`: an ssl.SSLContext for HTTPS (serving/tls.py), or None."""
         loop = asyncio.get_running_loop()
         limit_asyncio_logs()
         self._server = await loop.create_server(
-            lambda: HttpConnection(self), host, port, reuse_address=True, backlog=self.limits.backlog
+            lambda: HttpConnection(self),
+            host,
+            port,
+            reuse_address=True,
+            backlog=self.limits.backlog,
+            ssl=ssl,  # type: ignore[arg-type]
         )
         self._sweeper = loop.create_task(self._sweep())
 
@@ -148,6 +149,7 @@ class HttpServer:
             now = time.monotonic()
             for c in [c for c in self.connections if c.deadline < now]:
                 c.time_out()
+            shed_slow_readers(self.budget, self.connections)
 
     @property
     def port(self) -> int:
@@ -183,6 +185,9 @@ class HttpConnection(asyncio.Protocol):
         self.scanned = 0  # bytes of buf already checked for a bare LF
         self.deadline = time.monotonic() + self.limits.idle_timeout_seconds
         self.loop = asyncio.get_running_loop()  # once: the call makes a syscall (getpid)
+        self.account = server.budget.account()
+        self.taken = 0  # bytes of the current request taken from buf (held until it is answered)
+        self.task: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -236,6 +241,20 @@ class HttpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
         self.closing = True
+        self.buf.clear()
+        self._chunks = []
+        self.account.close()
+        if self.task is not None:  # the client went away: its call is dropped, or cancelled where it waits
+            self.task.cancel()
+
+    def backlog_bytes(self) -> int:
+        return self.transport.get_write_buffer_size() if self.transport is not None else 0
+
+    def drop(self) -> None:
+        """Close a client that does not read its answers (the memory budget is overrun)."""
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
 
     def close(self) -> None:
         self.closing = True
@@ -245,6 +264,9 @@ class HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if not self.buf and self.head is None and not self.busy:  # the first byte of a request
             self.deadline = time.monotonic() + self.limits.header_timeout_seconds
+        if not self.account.grow_request(len(data)):
+            self._reject(503, "The server's memory for buffered requests is full (--memory_budget_bytes)")
+            return
         self.buf += data
         if not self.busy and not self.write_paused:
             self._process()
@@ -262,7 +284,7 @@ class HttpConnection(asyncio.Protocol):
                         self._reject(431, "Request header fields too large")
                     return
                 head = bytes(self.buf[:end]).decode("latin-1")
-                del self.buf[: end + 4]
+                self._consume(end + 4)
                 self.scanned = 0
                 if not self._parse_head(head):
                     return
@@ -277,14 +299,19 @@ class HttpConnection(asyncio.Protocol):
                 if len(self.buf) < length:
                     return
                 body = bytes(self.buf[:length])
-                del self.buf[:length]
+                self._consume(length)
             self.head = None
             self.busy = True
             self.deadline = float("inf")  # the handler's time is not the client's
             self.server.inflight += 1
-            task = self.loop.create_task(self._respond(method, path, body, keep_alive))
+            held, self.taken = self.taken, 0
+            task = self.task = self.loop.create_task(self._respond(method, path, body, keep_alive, held))
             self.server.tasks.add(task)
             task.add_done_callback(self.server.tasks.discard)
+
+    def _consume(self, n: int) -> None:
+        del self.buf[:n]
+        self.taken += n
 
     def _bare_lf(self, stop: int) -> bool:
         """Is there an LF not preceded by CR in buf[:stop]? Scans each byte once (slow senders included)."""
@@ -330,9 +357,9 @@ class HttpConnection(asyncio.Protocol):
             if size == 0:
                 trailer_end = self.buf.find(b"\r\n\r\n", end)
                 if self.buf[end : end + 4] == b"\r\n\r\n":
-                    del self.buf[: end + 4]
+                    self._consume(end + 4)
                 elif trailer_end >= 0:
-                    del self.buf[: trailer_end + 4]
+                    self._consume(trailer_end + 4)
                 else:
                     return None
                 body = b"".join(self._chunks)
@@ -345,7 +372,7 @@ class HttpConnection(asyncio.Protocol):
                 return None
             self._chunks.append(bytes(self.buf[end + 2 : end + 2 + size]))
             self._chunk_total += size
-            del self.buf[: end + 2 + size + 2]
+            self._consume(end + 2 + size + 2)
 
     def _reject(self, status: int, message: str) -> None:
         """Answer an unreadable request and close: the rest of its body is never read."""
@@ -363,7 +390,7 @@ class HttpConnection(asyncio.Protocol):
         )
         self.transport.write(head.encode() + body)  # type: ignore[union-attr]
 
-    async def _respond(self, method: str, path: str, body: bytes, keep_alive: bool) -> None:
+    async def _respond(self, method: str, path: str, body: bytes, keep_alive: bool, held: int) -> None:
         try:
             try:
                 status, out, ctype = await self.server.handle(method, path, body)
@@ -379,6 +406,8 @@ class HttpConnection(asyncio.Protocol):
         finally:
             self.server.inflight -= 1
             self.busy = False
+            self.task = None
+            self.account.shrink_request(held)
             self.deadline = time.monotonic() + (
                 self.limits.header_timeout_seconds if self.buf else self.limits.idle_timeout_seconds
             )

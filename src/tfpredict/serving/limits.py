@@ -4,7 +4,10 @@ given to each server on its own: both front ends share it."""
 
 from __future__ import annotations
 
+import resource
 from dataclasses import dataclass
+
+FD_RESERVE = 64  # fds kept free for the other port, model files, logs
 
 
 @dataclass(frozen=True)
@@ -16,7 +19,7 @@ class Http1Limits:
     header_timeout_seconds: float = 10.0  # from a request's first byte to the end of its headers; then 408
     body_timeout_seconds: float = 60.0  # from the end of the headers to the end of the body; then 408
     idle_timeout_seconds: float = 60.0  # a keep-alive connection with no request under way is closed
-    max_connections: int = 0  # open connections at once; 0: from the fd limit (see http1.connection_cap)
+    max_connections: int = 0  # open connections at once; 0: from the fd limit (see connection_cap)
     timer_interval_seconds: float = 0.5  # how often deadlines are checked (one sweep, no timer per request)
     decode_in_thread_bytes: int = 1 << 20  # JSON bodies larger than this are parsed off the event loop
     backlog: int = 1024  # listen() queue
@@ -34,5 +37,19 @@ class Http2Limits:
     reset_memory: int = 4096  # streams remembered as ended by us: frames still in flight are not errors
     header_cache_entries: int = 256  # decoded request header blocks remembered per connection
     goaway_message_bytes: int = 200  # debug data sent with a GOAWAY
+    preface_timeout_seconds: float = 10.0  # a connection that has not sent the client preface is closed
+    max_connections: int = 0  # open connections at once; 0: from the fd limit (see connection_cap)
+    timer_interval_seconds: float = 0.5  # how often the preface deadline and the memory budget are checked
     backlog: int = 1024  # listen() queue
     drain_poll_seconds: float = 0.01  # how often stop() looks whether open calls are done
+
+
+def connection_cap(configured: int) -> int:
+    """Open connections allowed at once: the configured cap, else half the fds left under the soft limit
+    (the gRPC port gets the other half), so accept() never runs out of fds."""
+    if configured > 0:
+        return configured
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 10_000
+    return max(16, (soft - FD_RESERVE) // 2)
