@@ -41,6 +41,9 @@ SLOW_MODULES = {
     "serving/test_hostile_http2.py": "a loopback server under floods",
     "serving/test_hot_reload.py": "a model-server process",
     "serving/test_tf_serving_compat.py": "model-server processes",
+    "serving/test_tls.py": "model-server processes with TLS",
+    "serving/test_request_log.py": "model-server processes",
+    "serving/test_response_cache.py": "model-server processes",
 }
 
 

@@ -20,7 +20,10 @@ class GrpcioServer:
         methods: dict[str, Method],
         max_message_bytes: int,
         channel_args: list[tuple[str, Any]] | None = None,
+        credentials: Any = None,
     ) -> None:
+        """`credentials`: grpc.ssl_server_credentials for the TCP port (serving/tls.py), or None."""
+        self._credentials = credentials
         options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", -1),
@@ -42,7 +45,11 @@ class GrpcioServer:
 
     async def listen(self, host: str, port: int) -> None:
         address = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
-        if not self._server.add_insecure_port(address):
+        if self._credentials is not None:
+            bound = self._server.add_secure_port(address, self._credentials)
+        else:
+            bound = self._server.add_insecure_port(address)
+        if not bound:
             raise OSError(f"could not bind {address}")
 
     async def listen_unix(self, path: str) -> None:

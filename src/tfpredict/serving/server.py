@@ -22,8 +22,10 @@ from .config import (
     read_monitoring_config,
 )
 from .inference import InferenceService
+from .memory import MemoryBudget
 from .metrics import Metrics
 from .models import ModelManager
+from .tls import H2, HTTP11, TlsConfig, grpc_server_credentials, read_ssl_config, server_context
 from .warmup import warmup
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,7 @@ def serve(options: ServeOptions, ready: threading.Event | None = None) -> int:
     elif options.batching_parameters_file:
         log.warning("--batching_parameters_file is ignored without --enable_batching")
     monitoring = read_monitoring_config(options.monitoring_config_file)
+    tls = read_ssl_config(options.ssl_config_file)
     if not options.port and not options.rest_api_port and not options.grpc_socket_path:
         raise UsageError("Give --port (gRPC), --grpc_socket_path and/or --rest_api_port (REST)")
 
@@ -83,7 +86,7 @@ def serve(options: ServeOptions, ready: threading.Event | None = None) -> int:
     service = InferenceService(manager, threads=options.rest_api_num_threads)
     watcher = _ConfigWatcher(options, manager) if options.model_config_file else None
     try:
-        return _event_loop_run(options, _run(options, service, metrics, monitoring, ready))
+        return _event_loop_run(options, _run(options, service, metrics, monitoring, tls, ready))
     finally:
         if watcher is not None:
             watcher.stop()
@@ -96,6 +99,7 @@ async def _run(
     service: InferenceService,
     metrics: Metrics,
     monitoring: MonitoringConfig,
+    tls: TlsConfig | None,
     ready: threading.Event | None,
 ) -> int:
     from .grpc_api import GrpcApi
@@ -110,21 +114,30 @@ async def _run(
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or not POSIX
             pass
 
+    budget = MemoryBudget(options.memory_budget_bytes)  # one for both front ends
     grpc_server: Any = None
     if options.port or options.grpc_socket_path:
         methods = GrpcApi(service, metrics, service.manager.reload_config).methods()
         if options.grpc_frontend == "grpcio":
             from .grpc_grpcio import GrpcioServer
 
-            grpc_server = GrpcioServer(methods, options.max_request_bytes, options.grpc_channel_arguments)
+            credentials = grpc_server_credentials(tls) if tls is not None else None
+            grpc_server = GrpcioServer(
+                methods, options.max_request_bytes, options.grpc_channel_arguments, credentials
+            )
         else:
             from .grpc_http2 import GrpcServer
 
             if options.grpc_channel_arguments:
                 log.info("--grpc_channel_arguments apply to --grpc_frontend=grpcio only: ignored")
-            grpc_server = GrpcServer(methods, options.max_request_bytes)
+            grpc_server = GrpcServer(methods, options.max_request_bytes, options.http2_limits, budget)
         if options.port:
-            await _bind("gRPC", options.host, options.port, grpc_server.listen(options.host, options.port))
+            listen = (
+                grpc_server.listen(options.host, options.port)
+                if tls is None or options.grpc_frontend == "grpcio"  # grpcio has the credentials
+                else grpc_server.listen(options.host, options.port, ssl=server_context(tls, [H2]))
+            )
+            await _bind("gRPC", options.host, options.port, listen)
         if options.grpc_socket_path:
             try:
                 os.unlink(options.grpc_socket_path)  # a socket left by an earlier server
@@ -136,9 +149,13 @@ async def _run(
     if options.rest_api_port:
         prometheus = monitoring.prometheus_path if monitoring.prometheus_enable else None
         api = RestApi(service, metrics, prometheus, options.rest_api_timeout_in_ms)
-        http = HttpServer(api.handle, options.max_request_bytes)
+        http = HttpServer(api.handle, options.max_request_bytes, options.http1_limits, budget)
+        context = server_context(tls, [HTTP11]) if tls is not None else None
         await _bind(
-            "REST", options.host, options.rest_api_port, http.start(options.host, options.rest_api_port)
+            "REST",
+            options.host,
+            options.rest_api_port,
+            http.start(options.host, options.rest_api_port, ssl=context),
         )
     parts = []
     if grpc_server is not None and options.port:
@@ -147,6 +164,8 @@ async def _run(
         parts.append(f"gRPC at unix:{options.grpc_socket_path}")
     if http is not None:
         parts.append(f"REST at {options.host}:{http.port}")
+    if tls is not None:
+        parts.append("TLS on the TCP ports" + (", client certificates required" if tls.client_verify else ""))
     log.info("tfpredict serve: %s; models: %s", ", ".join(parts), ", ".join(service.manager.names()))
     if ready is not None:
         ready.set()
