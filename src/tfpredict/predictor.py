@@ -26,7 +26,7 @@ from .savedmodel import (
     find_parse_spec,
     load_session,
     resolve_export_dir,
-    session_config,
+    session_config as make_session_config,
     signatures_of,
     unrestored_variables,
 )
@@ -155,6 +155,7 @@ class Predictor:
         intra_op_threads: int | None = None,
         inter_op_threads: int | None = None,
         xla: bool = False,
+        session_config: Any = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         fast_path: bool = True,
         tags: list[str] | None = None,
@@ -168,9 +169,11 @@ class Predictor:
         intra-op (inside one op) and inter-op (ops side by side) pools; None leaves TF's choice (all cores).
         tags: the meta graph's tag set (TF Serving's --saved_model_tags); by default the serving one.
         allow_missing, assemble: the defaults of predict()'s and convert()'s arguments of the same names.
+        session_config: a tf.compat.v1.ConfigProto the session starts from (TF Serving's
+        --tensorflow_session_config_file); the thread and xla arguments override its fields.
         """
         export_dir = resolve_export_dir(path)
-        config = session_config(intra_op_threads, inter_op_threads, xla)
+        config = make_session_config(intra_op_threads, inter_op_threads, xla, base=session_config)
         loaded = load_session(export_dir, config, tags)
         graph, session = loaded.graph, loaded.session
         signatures = signatures_of(loaded.meta, graph)

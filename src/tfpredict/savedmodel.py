@@ -141,10 +141,17 @@ def choose_tags(export_dir: Path, tags: Iterable[str] | None = None) -> list[str
 
 
 def session_config(
-    intra_op_threads: int | None = None, inter_op_threads: int | None = None, xla: bool = False
+    intra_op_threads: int | None = None,
+    inter_op_threads: int | None = None,
+    xla: bool = False,
+    base: Any = None,
 ) -> Any:
+    """The session's ConfigProto: `base` (a copy) or a fresh one, with the threads and XLA given."""
+    config = tf.compat.v1.ConfigProto()
+    if base is not None:
+        config.CopyFrom(base)
     # Like TF Serving: an export pinned to a device this machine lacks (a GPU) runs where it can.
-    config = tf.compat.v1.ConfigProto(allow_soft_placement=True)
+    config.allow_soft_placement = True
     if intra_op_threads:
         config.intra_op_parallelism_threads = intra_op_threads
     if inter_op_threads:

@@ -15,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     # imported it quietly by now.
     from .. import __version__
     from . import doctor, inspect, predict, serve
+    from .options import CommandParser
 
     parser = argparse.ArgumentParser(
         prog="tfpredict",
@@ -22,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     parser.add_argument("--version", action="version", version=f"tfpredict {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
     sub.required = True
     for command in (inspect, predict, doctor, serve):
         command.add_parser(sub)  # each adds its subparser, with `run` as its default

@@ -3,9 +3,37 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import difflib
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from ..errors import UsageError
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A command's parser: an unknown flag fails naming the closest known one, and a usage error is one
+    line (the full usage of `serve` alone is 80 lines), pointing at --help."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        ns, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(self.unknown_message(extras[0]))
+        return ns, extras
+
+    def unknown_message(self, arg: str) -> str:
+        if not arg.startswith("-"):
+            return f"unexpected argument {arg!r}"
+        flag = arg.split("=", 1)[0]
+        known = [s for a in self._actions for s in a.option_strings if s.startswith("--")]
+        close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
+        return f"unknown flag {flag}" + (f"; did you mean {close[0]}?" if close else "")
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
 
 
 def comma_list(text: str | None) -> list[str] | None:

@@ -18,68 +18,33 @@ from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from typing import Any
 
-import numpy as np
-
+from .batch_data import Outputs, allowed_size, group_of, join, merge, pad, parts, split
 from .config import BatchingParameters
 from .status import ServingError
 
 log = logging.getLogger(__name__)
 
-Outputs = dict[str, np.ndarray]
-
 
 class Task:
     """One request's rows; its answer goes to a concurrent Future, or to an asyncio Future of `loop`."""
 
-    __slots__ = ("key", "data", "size", "future", "loop", "enqueued")
+    __slots__ = ("key", "group", "data", "size", "future", "loop", "enqueued")
 
-    def __init__(self, key: Hashable, data: Any, size: int, loop: asyncio.AbstractEventLoop | None) -> None:
+    def __init__(
+        self,
+        key: Hashable,
+        data: Any,
+        size: int,
+        loop: asyncio.AbstractEventLoop | None,
+        group: Hashable = None,
+    ) -> None:
         self.key = key
+        self.group = key if group is None else group  # tasks of one group may share a batch
         self.data = data
         self.size = size
         self.loop = loop
         self.future: Any = loop.create_future() if loop is not None else Future()
         self.enqueued = time.perf_counter()
-
-
-def merge(items: list[Any]) -> Any:
-    """Concatenate the inputs of several tasks along the batch dimension."""
-    if len(items) == 1:
-        return items[0]
-    if isinstance(items[0], list):
-        return [row for item in items for row in item]
-    return {k: np.concatenate([item[k] for item in items]) for k in items[0]}
-
-
-def pad(data: Any, size: int, target: int) -> Any:
-    """Grow a batch to an allowed size by repeating its first row (the padding rows are dropped later)."""
-    extra = target - size
-    if extra <= 0:
-        return data
-    if isinstance(data, list):
-        return data + [data[0]] * extra
-    return {k: np.concatenate([v, np.repeat(v[:1], extra, axis=0)]) for k, v in data.items()}
-
-
-def split(outputs: Outputs, sizes: list[int], total: int) -> list[Outputs]:
-    """One output dict per task: each output with the batch's first dimension is sliced."""
-    if len(sizes) == total:  # one row each (the usual single-row requests): views of each row
-        rows = {
-            k: list(v[:, None]) if getattr(v, "ndim", 0) and v.shape[0] == total else None
-            for k, v in outputs.items()
-        }
-        return [{k: (r[i] if r is not None else outputs[k]) for k, r in rows.items()} for i in range(total)]
-    parts = []
-    offset = 0
-    for size in sizes:
-        parts.append(
-            {
-                k: v[offset : offset + size] if getattr(v, "ndim", 0) and v.shape[0] == total else v
-                for k, v in outputs.items()
-            }
-        )
-        offset += size
-    return parts
 
 
 class _BatchQueue:
@@ -97,11 +62,30 @@ class _BatchQueue:
         self._max_queued_rows = params.max_batch_size * params.max_enqueued_batches
         self._closed = False
         self.dropped = 0  # queued requests whose client went away before their batch ran
+        self._limit = params.execution_limit  # rows per model call
+        self._pad_inner = params.pad_variable_length_inputs
+
+    def _tasks(self, key: Hashable, data: Any, size: int, loop: Any) -> tuple[list[Task], Any]:
+        """Admit a request (the caller holds the queue): its task, or with enable_large_batch_splitting
+        the tasks of its parts of at most max_execution_batch_size rows, and the future of its answer."""
+        self._admit(size)
+        group = group_of(key, self._pad_inner)
+        if size <= self._limit:
+            task = Task(key, data, size, loop, group)
+            return [task], task.future
+        pieces = [Task(key, d, n, loop, group) for d, n in parts(data, size, self._limit)]
+        return pieces, _joined(pieces, loop)
 
     def _admit(self, size: int) -> None:
-        """Refuse a request when its version is closing, or shed it when the queue is full."""
+        """Refuse a request when its version is closing or it is over max_batch_size, or shed it when the
+        queue is full."""
         if self._closed:
             raise ServingError("UNAVAILABLE", "The model version is being unloaded; retry the request")
+        if size > self.params.max_batch_size:
+            raise ServingError(
+                "INVALID_ARGUMENT",
+                f"Task size {size} is larger than maximum input batch size {self.params.max_batch_size}",
+            )
         if self._queued_rows + size > self._max_queued_rows and self._queue:
             raise ServingError(
                 "RESOURCE_EXHAUSTED",
@@ -110,8 +94,8 @@ class _BatchQueue:
                 "max_batch_size x max_enqueued_batches)",
             )
 
-    def _rows_for(self, key: Hashable) -> int:
-        return sum(t.size for t in self._queue if t.key == key)
+    def _rows_for(self, group: Hashable) -> int:
+        return sum(t.size for t in self._queue if t.group == group)
 
     def _take_batch(self) -> list[Task]:
         """The oldest task and the queued tasks of its key, up to max_batch_size rows; tasks whose client
@@ -121,14 +105,14 @@ class _BatchQueue:
             return []
         first = self._queue.popleft()
         taken, rows = [first], first.size
-        limit = self.params.max_batch_size
+        limit = self._limit
         kept: list[Task] = []
         while self._queue and rows < limit:
             task = self._queue.popleft()
             if task.future.cancelled():
                 self._queued_rows -= task.size
                 self.dropped += 1
-            elif task.key == first.key and rows + task.size <= limit:
+            elif task.group == first.group and rows + task.size <= limit:
                 taken.append(task)
                 rows += task.size
             else:
@@ -182,14 +166,13 @@ class Batcher(_BatchQueue):
         self, key: Hashable, data: Any, size: int, loop: asyncio.AbstractEventLoop | None = None
     ) -> Any:
         """Queue a request; returns a Future (an asyncio one of `loop` when given: call from that loop)."""
-        task = Task(key, data, size, loop)
         with self._cond:
-            self._admit(size)
-            self._queue.append(task)
+            tasks, future = self._tasks(key, data, size, loop)
+            self._queue.extend(tasks)
             self._queued_rows += size
             if self._waiting:  # a busy batch thread looks at the queue again when its call ends
                 self._cond.notify()
-        return task.future
+        return future
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop taking tasks; the threads finish what is queued, then exit."""
@@ -210,10 +193,10 @@ class Batcher(_BatchQueue):
                     return None
                 self._wait()
             first = self._queue[0]
-            if timeout > 0 and first.size < p.max_batch_size:
+            if timeout > 0 and first.size < self._limit:
                 deadline = first.enqueued + timeout
                 while not self._closed:
-                    if self._rows_for(first.key) >= p.max_batch_size:
+                    if self._rows_for(first.group) >= self._limit:
                         break
                     remaining = deadline - time.perf_counter()
                     if remaining <= 0:
@@ -248,8 +231,8 @@ class Batcher(_BatchQueue):
         sizes = [t.size for t in tasks]
         total = sum(sizes)
         try:
-            data = merge([t.data for t in tasks])
-            target = _allowed_size(total, self.params.allowed_batch_sizes)
+            data = merge([t.data for t in tasks], self._pad_inner)
+            target = allowed_size(total, self.params.allowed_batch_sizes)
             outputs = self._run(tasks[0].key, pad(data, total, target))
         except BaseException as exc:  # every waiting request must hear about the failure
             _deliver(tasks, [exc] * len(tasks), failed=True)
@@ -279,11 +262,31 @@ def _settle(pairs: list[tuple[Any, Any]], failed: bool) -> None:
             fut.set_exception(v) if failed else fut.set_result(v)
 
 
-def _allowed_size(size: int, allowed: tuple[int, ...]) -> int:
-    for s in allowed:
-        if s >= size:
-            return s
-    return size
+def _joined(pieces: list[Task], loop: asyncio.AbstractEventLoop | None) -> Any:
+    """One future for a request cut into parts: the parts' outputs joined, or the first failure. Cancelling
+    it cancels the parts still queued (they are then dropped, never run)."""
+    outer: Any = loop.create_future() if loop is not None else Future()
+    sizes = [t.size for t in pieces]
+
+    def part_done(_: Any) -> None:
+        if outer.done():
+            return
+        for t in pieces:
+            if t.future.done() and (t.future.cancelled() or t.future.exception() is not None):
+                outer.cancel() if t.future.cancelled() else outer.set_exception(t.future.exception())
+                return
+        if all(t.future.done() for t in pieces):
+            outer.set_result(join([t.future.result() for t in pieces], sizes))
+
+    def outer_done(f: Any) -> None:
+        if f.cancelled():
+            for t in pieces:
+                t.future.cancel()
+
+    for t in pieces:
+        t.future.add_done_callback(part_done)
+    outer.add_done_callback(outer_done)
+    return outer
 
 
 class LoopBatcher(_BatchQueue):
@@ -311,23 +314,22 @@ class LoopBatcher(_BatchQueue):
         """Queue a request (on the event loop's thread); returns an asyncio Future of its outputs."""
         if loop is None:
             raise ValueError("LoopBatcher.submit needs the event loop")
-        self._admit(size)
-        task = Task(key, data, size, loop)
-        self._queue.append(task)
+        tasks, future = self._tasks(key, data, size, loop)
+        self._queue.extend(tasks)
         self._queued_rows += size
         if not self._scheduled:  # once per turn of the loop: every request read in it can join the batch
             self._scheduled = True
             loop.call_soon(self._dispatch, loop)
-        return task.future
+        return future
 
     def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
         self._scheduled = False
         p = self.params
         while self._queue and self._inflight < p.num_batch_threads:
             first = self._queue[0]
-            if p.batch_timeout_micros > 0 and first.size < p.max_batch_size and not self._closed:
+            if p.batch_timeout_micros > 0 and first.size < self._limit and not self._closed:
                 wait = first.enqueued + p.batch_timeout_micros / 1e6 - time.perf_counter()
-                if wait > 0 and self._rows_for(first.key) < p.max_batch_size:
+                if wait > 0 and self._rows_for(first.group) < self._limit:
                     if self._timer is None:
                         self._timer = loop.call_later(wait, self._on_timer, loop)
                     return
@@ -342,9 +344,10 @@ class LoopBatcher(_BatchQueue):
     def _run(self, loop: asyncio.AbstractEventLoop, tasks: list[Task]) -> None:
         sizes = [t.size for t in tasks]
         total = sum(sizes)
-        target = _allowed_size(total, self.params.allowed_batch_sizes)
+        target = allowed_size(total, self.params.allowed_batch_sizes)
         try:
-            future = self._call(loop, tasks[0].key, pad(merge([t.data for t in tasks]), total, target))
+            data = merge([t.data for t in tasks], self._pad_inner)
+            future = self._call(loop, tasks[0].key, pad(data, total, target))
         except BaseException as exc:
             _settle([(t.future, exc) for t in tasks], failed=True)
             return

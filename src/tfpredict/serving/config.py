@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +63,22 @@ class ServeOptions:
     ssl_config_file: str = ""  # SSLConfig text proto: TLS on gRPC (as TF Serving) and REST (tls.py)
     response_cache_bytes: int = 0  # an LRU cache of answers, bounded in bytes (0: off; response_cache.py)
     response_cache_models: list[str] | None = None  # the models that use it; None: every model
+    request_log_max_file_bytes: int = 64 << 20  # a request log file is rotated past this size
+    # TF Serving 2.20's other flags that mean something here (cli/serve_flags.py lists every flag).
+    rest_api_enable_cors_support: bool = False  # CORS headers + OPTIONS preflight on REST
+    enable_per_model_batching_parameters: bool = False  # batching_params.pbtxt in a version directory
+    allow_version_labels_for_unavailable_models: bool = False
+    num_load_threads: int = 0  # 0: models load one after the other; N: N models at a time
+    max_num_load_retries: int = 5  # retries of a failed load, one per load_retry_interval_micros
+    load_retry_interval_micros: int = 60_000_000
+    tensorflow_session_parallelism: int = 0  # intra- and inter-op threads at once (0: TensorFlow's choice)
+    tensorflow_session_config_file: str = ""  # a text-format tensorflow.ConfigProto for every session
+    num_request_iterations_for_warmup: int = 0  # each warm-up record is replayed this many times (0: once)
+    enable_signature_method_name_check: bool = False  # classify/regress/predict check the method_name
+    xla_cpu_compilation_enabled: bool = False  # XLA JIT (auto-clustering) in every session
+    xla_gpu_compilation_enabled: bool = False  # XLA on CPU and GPU: here, the same as the CPU one
+    enable_grpc_healthcheck_service: bool = False  # grpc.health.v1.Health on the gRPC port
+    enable_serialization_as_tensor_content: bool = False  # gRPC Predict outputs in tensor_content
 
     def model_configs(self) -> list[ModelConfig]:
         if self.model_config_file:
@@ -98,6 +115,31 @@ class ModelConfig:
     policy: VersionPolicy = VersionPolicy()
     labels: dict[str, int] = field(default_factory=dict)
     platform: str = "tensorflow"
+    logging: RequestLogConfig | None = None  # its logging_config, when it samples requests
+
+
+@dataclass(frozen=True)
+class RequestLogConfig:
+    """ModelConfig.logging_config: where sampled requests go (request_log.py) and which fraction."""
+
+    filename_prefix: str
+    sampling_rate: float
+    type: str = "tfrecord"  # LogCollectorConfig.type: "tfrecord" (PredictionLog) or "jsonl"
+
+
+def request_log_config(c: Any) -> RequestLogConfig | None:
+    """A ModelConfig proto's logging_config, checked; None when it samples nothing."""
+    if not c.HasField("logging_config"):
+        return None
+    collector, rate = c.logging_config.log_collector_config, c.logging_config.sampling_config.sampling_rate
+    kind = collector.type or ("jsonl" if collector.filename_prefix.endswith(".jsonl") else "tfrecord")
+    if kind not in ("tfrecord", "jsonl"):
+        raise UsageError(f"Model {c.name!r}: log_collector_config type {kind!r}: give tfrecord or jsonl")
+    if not 0.0 <= rate <= 1.0:
+        raise UsageError(f"Model {c.name!r}: sampling_rate {rate:g} is not between 0 and 1")
+    if rate and not collector.filename_prefix:
+        raise UsageError(f"Model {c.name!r}: logging_config needs log_collector_config.filename_prefix")
+    return RequestLogConfig(collector.filename_prefix, rate, kind) if rate else None
 
 
 @dataclass(frozen=True)
@@ -109,6 +151,16 @@ class BatchingParameters:
     max_enqueued_batches: int = 10
     num_batch_threads: int = os.cpu_count() or 2
     allowed_batch_sizes: tuple[int, ...] = ()
+    pad_variable_length_inputs: bool = False  # merge inputs of unequal inner sizes, padded to the largest
+    enable_large_batch_splitting: bool = False  # a request over max_execution_batch_size is cut in parts
+    max_execution_batch_size: int = 0  # the largest batch run at once with splitting (0: max_batch_size)
+
+    @property
+    def execution_limit(self) -> int:
+        """The most rows one model call gets: max_execution_batch_size when splitting, else max_batch_size."""
+        if self.enable_large_batch_splitting and self.max_execution_batch_size:
+            return self.max_execution_batch_size
+        return self.max_batch_size
 
 
 @dataclass(frozen=True)
@@ -216,7 +268,8 @@ def model_configs_from_proto(proto: model_server_config_pb2.ModelServerConfig) -
             policy = VersionPolicy("specific", versions=tuple(p.specific.versions))
         else:
             policy = VersionPolicy("latest", num_versions=p.latest.num_versions or 1)
-        configs.append(ModelConfig(c.name, c.base_path, policy, dict(c.version_labels)))
+        logging = request_log_config(c)
+        configs.append(ModelConfig(c.name, c.base_path, policy, dict(c.version_labels), logging=logging))
     return configs
 
 
@@ -224,37 +277,80 @@ def read_model_config_file(path: str) -> list[ModelConfig]:
     return parse_model_config_text(_read(path, "model config file"), path)
 
 
-def read_batching_parameters(path: str | None) -> BatchingParameters:
+def read_batching_parameters(path: str | None, what: str = "batching parameters file") -> BatchingParameters:
+    """A text-format BatchingParameters file, checked as TF Serving checks it (defaults: TF Serving's)."""
     if not path:
         return BatchingParameters()
     proto = _message_classes()["BatchingParameters"]()
-    _parse(_read(path, "batching parameters file"), proto, path)
+    _parse(_read(path, what), proto, path)
     d = BatchingParameters()
+
+    def value(name: str) -> Any:
+        return getattr(proto, name).value if proto.HasField(name) else getattr(d, name)
+
     params = BatchingParameters(
-        max_batch_size=proto.max_batch_size.value if proto.HasField("max_batch_size") else d.max_batch_size,
-        batch_timeout_micros=(
-            proto.batch_timeout_micros.value
-            if proto.HasField("batch_timeout_micros")
-            else d.batch_timeout_micros
-        ),
-        max_enqueued_batches=(
-            proto.max_enqueued_batches.value
-            if proto.HasField("max_enqueued_batches")
-            else d.max_enqueued_batches
-        ),
-        num_batch_threads=(
-            proto.num_batch_threads.value if proto.HasField("num_batch_threads") else d.num_batch_threads
-        ),
+        max_batch_size=value("max_batch_size"),
+        batch_timeout_micros=value("batch_timeout_micros"),
+        max_enqueued_batches=value("max_enqueued_batches"),
+        num_batch_threads=value("num_batch_threads"),
         allowed_batch_sizes=tuple(proto.allowed_batch_sizes),
+        pad_variable_length_inputs=proto.pad_variable_length_inputs,
+        enable_large_batch_splitting=value("enable_large_batch_splitting"),
+        max_execution_batch_size=value("max_execution_batch_size"),
     )
+    _check_batching(params, path)
+    return params
+
+
+def _check_batching(params: BatchingParameters, path: str) -> None:
     if params.max_batch_size < 1 or params.num_batch_threads < 1 or params.max_enqueued_batches < 1:
         raise UsageError(f"{path}: max_batch_size, num_batch_threads and max_enqueued_batches must be >= 1")
-    sizes = params.allowed_batch_sizes
-    if sizes and (list(sizes) != sorted(set(sizes)) or sizes[-1] != params.max_batch_size):
+    if params.max_execution_batch_size < 0 or params.max_execution_batch_size > params.max_batch_size:
+        raise UsageError(f"{path}: max_execution_batch_size must be between 1 and max_batch_size")
+    sizes, last = params.allowed_batch_sizes, params.execution_limit
+    if sizes and (list(sizes) != sorted(set(sizes)) or sizes[-1] != last):
+        which = "max_execution_batch_size" if last != params.max_batch_size else "max_batch_size"
+        raise UsageError(f"{path}: allowed_batch_sizes must increase and end with {which} ({last})")
+
+
+BATCHING_PARAMS_FILE = "batching_params.pbtxt"
+
+
+def per_model_batching(
+    version_dir: str | os.PathLike[str], common: BatchingParameters
+) -> BatchingParameters | None:
+    """--enable_per_model_batching_parameters: the version's own batching_params.pbtxt, with the thread
+    count of the common file (TF Serving shares one thread pool); None (no batching) when it has none."""
+    path = os.path.join(version_dir, BATCHING_PARAMS_FILE)
+    if not os.path.isfile(path):
+        return None
+    params = read_batching_parameters(path, "per-model batching parameters")
+    return dataclasses.replace(params, num_batch_threads=common.num_batch_threads)
+
+
+def read_session_config(path: str | None) -> Any:
+    """--tensorflow_session_config_file: a text-format tensorflow.ConfigProto, or None when not given."""
+    if not path:
+        return None
+    from tensorflow.core.protobuf import config_pb2
+
+    proto = config_pb2.ConfigProto()
+    _parse(_read(path, "TensorFlow session config file"), proto, path)
+    return proto
+
+
+def session_threads(options: ServeOptions) -> tuple[int, int]:
+    """(intra-op, inter-op) threads from the three flags, by TF Serving's rule (0: leave it to TensorFlow)."""
+    intra, inter = options.tensorflow_intra_op_parallelism, options.tensorflow_inter_op_parallelism
+    both = options.tensorflow_session_parallelism
+    if intra > 0 and inter > 0 and both > 0:
         raise UsageError(
-            f"{path}: allowed_batch_sizes must increase and end with max_batch_size ({params.max_batch_size})"
+            "Either configure --tensorflow_session_parallelism or (--tensorflow_intra_op_parallelism, "
+            "--tensorflow_inter_op_parallelism) separately. You cannot configure all."
         )
-    return params
+    if intra > 0 or inter > 0:
+        return intra, inter
+    return both, both
 
 
 def read_monitoring_config(path: str | None) -> MonitoringConfig:
