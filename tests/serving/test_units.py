@@ -193,6 +193,7 @@ def test_rest_timeout_answers_504() -> None:
 
     class SlowService:
         executor = None
+        request_log = None  # InferenceService's: no model samples its requests
 
         def servable(self, spec: object) -> Servable:
             return Servable()

@@ -16,6 +16,7 @@ them, one small class per kind (Predict, Classify, Regress, MultiInference) runs
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ import numpy as np
 
 from . import json_codec
 from .models import CallKey, ModelManager, Servable
+from .request_log import LogEntry, RequestLog
+from .response_cache import ResponseCache
 from .status import ServingError, invalid
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -68,6 +71,27 @@ def signature_of(servable: Servable, name: str) -> Any:
     return sig
 
 
+PREDICT_METHOD = "tensorflow/serving/predict"
+
+
+def check_method_name(sig: Any, kind: str) -> None:
+    """--enable_signature_method_name_check: TF Serving's errors for a signature of another method_name
+    (Predict takes predict, classify and regress signatures; Classify and Regress only their own)."""
+    method = getattr(sig, "method_name", "")
+    if kind == "predict":
+        if method not in (PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD):
+            raise ServingError(
+                "INTERNAL",
+                f"Expected prediction signature method_name to be one of {{{PREDICT_METHOD}, "
+                f"{CLASSIFY_METHOD}, {REGRESS_METHOD}}}. Was: {method}",
+            )
+        return
+    wanted = {"classify": (CLASSIFY_METHOD, "classification"), "regress": (REGRESS_METHOD, "regression")}
+    if kind in wanted and method != wanted[kind][0]:
+        name, what = wanted[kind]
+        raise invalid(f"Expected {what} signature method_name to be {name}. Was: {method}")
+
+
 def tensors_call(signature: str, inputs: dict[str, np.ndarray], outputs: tuple[str, ...] = ()) -> Call:
     if len(inputs) == 1:  # the usual case (serialized tf.Examples): no sets, no sorting
         ((name, v),) = inputs.items()
@@ -96,9 +120,19 @@ def uses_feature_rows(servable: Servable, sig: Any) -> bool:
 class InferenceService:
     """Runs calls on servables: through the servable's batcher when batching is on, else on a thread pool."""
 
-    def __init__(self, manager: ModelManager, threads: int = 16) -> None:
+    def __init__(
+        self,
+        manager: ModelManager,
+        threads: int = 16,
+        cache: ResponseCache | None = None,
+        request_log: RequestLog | None = None,
+        method_name_check: bool = False,
+    ) -> None:
+        self.method_name_check = method_name_check  # --enable_signature_method_name_check
         self.manager = manager
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="predict")
+        self.cache = cache  # --response_cache_bytes: answers to repeated calls, never queued
+        self.request_log = request_log  # the models' logging_config: sampled requests to files
         self._loop: asyncio.AbstractEventLoop | None = None  # the server's one event loop
 
     def servable(self, spec: Spec) -> Servable:
@@ -110,25 +144,77 @@ class InferenceService:
         loop = self._loop
         if loop is None:  # once: asyncio.get_running_loop() makes a syscall (getpid) every time
             loop = self._loop = asyncio.get_running_loop()
+        cache = self.cache
+        if cache is not None:
+            key = cache.key(servable, call.key, call.data)
+            if key is not None:
+                return self._cached(cache, key, servable, call, loop)
+        return self._dispatch(servable, call, loop)
+
+    def _cached(
+        self,
+        cache: ResponseCache,
+        key: bytes,
+        servable: Servable,
+        call: Call,
+        loop: asyncio.AbstractEventLoop,
+    ) -> asyncio.Future[dict[str, np.ndarray]]:
+        """A hit as a done future (no batch queue, no thread); a miss runs, and its outputs are kept."""
+        outputs = cache.get(key, servable.name)
+        if outputs is not None:
+            done: asyncio.Future[dict[str, np.ndarray]] = loop.create_future()
+            done.set_result(outputs)
+            return done
+        future = self._dispatch(servable, call, loop)
+        name = servable.name
+
+        def keep(f: asyncio.Future[dict[str, np.ndarray]]) -> None:
+            if not f.cancelled() and f.exception() is None:
+                cache.put(key, name, f.result())
+
+        future.add_done_callback(keep)
+        return future
+
+    def _dispatch(
+        self, servable: Servable, call: Call, loop: asyncio.AbstractEventLoop
+    ) -> asyncio.Future[dict[str, np.ndarray]]:
         if servable.batcher is not None and call.size:
             return servable.batcher.submit(call.key, call.data, call.size, loop)  # type: ignore[no-any-return]
         return loop.run_in_executor(self.executor, servable.execute, call.key, call.data)
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
+        if self.request_log is not None:
+            self.request_log.close()  # what was sampled is written before the process ends
 
 
 class Kind:
     """One kind of request; `infer` is its whole path, `batch` and `unbatch` what is particular to it."""
 
+    kind = ""  # "predict", "classify", "regress": how the request log writes it
+
     async def infer(self, service: InferenceService, request: Any) -> Answer:
         spec = request.spec
-        servable = service.servable(spec)
-        with servable:  # counted in flight: the version is not unloaded under the request
-            sig = signature_of(servable, spec.signature)
-            call = self.batch(servable, sig, request)
-            outputs = await service.run(servable, call)
-        return Answer(spec.name, servable.version, sig.name, self.unbatch(outputs, request))
+        log = service.request_log
+        sampled = log is not None and log.sampled(spec.name)  # one dict lookup when nothing is logged
+        start = time.perf_counter()
+        sig = call = None
+        try:
+            servable = service.servable(spec)
+            with servable:  # counted in flight: the version is not unloaded under the request
+                sig = signature_of(servable, spec.signature)
+                if service.method_name_check:
+                    check_method_name(sig, self.kind)
+                call = self.batch(servable, sig, request)
+                outputs = await service.run(servable, call)
+            answer = Answer(spec.name, servable.version, sig.name, self.unbatch(outputs, request))
+        except Exception as exc:
+            if sampled:
+                log.record(LogEntry.failed(self.kind, spec, sig, call, exc, start))  # type: ignore[union-attr]
+            raise
+        if sampled:
+            log.record(LogEntry.answered(self.kind, answer, sig, call, start))  # type: ignore[union-attr]
+        return answer
 
     def batch(self, servable: Servable, sig: Any, request: Any) -> Call:
         raise NotImplementedError
@@ -153,6 +239,8 @@ class PredictRequest(Protocol):
 
 
 class Predict(Kind):
+    kind = "predict"
+
     def batch(self, servable: Servable, sig: Any, request: PredictRequest) -> Call:
         rows = request.feature_rows(sig)
         if rows is not None and uses_feature_rows(servable, sig):

@@ -12,6 +12,10 @@ REQUEST_LATENCY = ":tensorflow:serving:request_latency"
 BATCH_SIZE = ":tensorflow:serving:batching_session:processed_batch_size"
 QUEUE_LATENCY = ":tensorflow:serving:batching_session:queuing_latency"
 MODEL_LOAD_LATENCY = ":tensorflow:serving:load_latency"
+# tfpredict's own (TF Serving has neither a response cache nor an open-source request logger).
+RESPONSE_CACHE = ":tfpredict:serving:response_cache"
+RESPONSE_CACHE_BYTES = ":tfpredict:serving:response_cache_bytes"
+REQUEST_LOG = ":tfpredict:serving:request_log"
 
 # Microseconds, as TF Serving reports latencies.
 LATENCY_BUCKETS_US = (
@@ -63,6 +67,26 @@ class Counter:
             for labels, v in sorted(self._values.items()):
                 lines.append(f"{self.name}{_labels(self.label_names, labels)} {v:g}")
         return lines
+
+
+class Gauge:
+    """One value without labels, set by its owner (the response cache's size in bytes)."""
+
+    def __init__(self, name: str, help: str) -> None:
+        self.name, self.help, self._value = name, help, 0.0
+
+    def set(self, value: float) -> None:
+        self._value = value
+
+    def value(self) -> float:
+        return self._value
+
+    def render(self) -> list[str]:
+        return [
+            f"# HELP {self.name} {self.help}",
+            f"# TYPE {self.name} gauge",
+            f"{self.name} {self._value:g}",
+        ]
 
 
 class Histogram:
@@ -141,6 +165,18 @@ class Metrics:
             ("model_name", "model_version"),
             (1e5, 5e5, 1e6, 2e6, 5e6, 1e7, 3e7, 6e7),
         )
+        self.response_cache = Counter(
+            RESPONSE_CACHE,
+            "Response cache lookups (hit, miss) and entries removed (eviction, invalidation).",
+            ("model_name", "event"),
+        )
+        self.response_cache_bytes = Gauge(RESPONSE_CACHE_BYTES, "Bytes held by the response cache.")
+        self.request_log = Counter(
+            REQUEST_LOG,
+            "Sampled requests logged (written), or not: the writer's queue was full (dropped), or the "
+            "entry could not be written (failed).",
+            ("model_name", "result"),
+        )
 
     def record_request(self, model: str, api: str, entrypoint: str, status: str, micros: float) -> None:
         self.request_count.inc(model, status)
@@ -155,6 +191,9 @@ class Metrics:
             self.batch_size,
             self.queue_latency,
             self.load_latency,
+            self.response_cache,
+            self.response_cache_bytes,
+            self.request_log,
         ):
             lines += m.render()
         return "\n".join(lines) + "\n"

@@ -25,6 +25,8 @@ from .inference import InferenceService
 from .memory import MemoryBudget
 from .metrics import Metrics
 from .models import ModelManager
+from .request_log import RequestLog
+from .response_cache import ResponseCache
 from .tls import H2, HTTP11, TlsConfig, grpc_server_credentials, read_ssl_config, server_context
 from .warmup import warmup
 
@@ -69,6 +71,7 @@ def serve(options: ServeOptions, ready: threading.Event | None = None) -> int:
             )
 
     metrics = Metrics()
+    request_log = RequestLog.for_models(configs, metrics, options.request_log_max_file_bytes)
     manager = ModelManager(
         configs,
         load_predictor=load_predictor,
@@ -83,7 +86,10 @@ def serve(options: ServeOptions, ready: threading.Event | None = None) -> int:
     # (~130 ms here, stalling all requests); requests make short-lived objects only. Freeze what is loaded.
     gc.collect()
     gc.freeze()
-    service = InferenceService(manager, threads=options.rest_api_num_threads)
+    cache = response_cache(options, metrics, manager)
+    service = InferenceService(
+        manager, threads=options.rest_api_num_threads, cache=cache, request_log=request_log
+    )
     watcher = _ConfigWatcher(options, manager) if options.model_config_file else None
     try:
         return _event_loop_run(options, _run(options, service, metrics, monitoring, tls, ready))
@@ -178,6 +184,24 @@ async def _run(
         waits.append(grpc_server.stop(options.drain_seconds))
     await asyncio.gather(*waits)
     return 0
+
+
+def response_cache(options: ServeOptions, metrics: Metrics, manager: ModelManager) -> ResponseCache | None:
+    """--response_cache_bytes (0: no cache), for --response_cache_models or every model."""
+    if options.response_cache_bytes < 0:
+        raise UsageError(f"--response_cache_bytes must be >= 0, got {options.response_cache_bytes}")
+    if not options.response_cache_bytes:
+        return None
+    models = options.response_cache_models
+    unknown = sorted(set(models or ()) - set(manager.names()))
+    if unknown:
+        log.warning("--response_cache_models names models not in the config: %s", ", ".join(unknown))
+    log.info(
+        "Response cache: up to %d bytes, for %s",
+        options.response_cache_bytes,
+        ", ".join(models or ["every model"]),
+    )
+    return ResponseCache(options.response_cache_bytes, metrics, models, manager.servables)
 
 
 class _ConfigWatcher:

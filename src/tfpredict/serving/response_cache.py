@@ -1,0 +1,152 @@
+"""An opt-in LRU cache of model outputs (`--response_cache_bytes`), bounded in bytes.
+
+Keyed on the model, the loaded version, the call's key (signature, output filter, input names, dtypes and
+shapes) and a 128-bit BLAKE2 digest of the request's canonical input bytes. A hit is answered without the
+batch queue or a worker thread (InferenceService.run asks the cache first). Every load of a version is
+its own generation (a version directory reloaded under the same number does not hit the old answers), and
+entries of versions no longer loaded are dropped (counted as invalidations) within a sweep interval.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import orjson
+
+from .metrics import Metrics
+
+# What an entry costs beyond its arrays' bytes: key, OrderedDict node, dict, array headers (measured
+# with tracemalloc, rounded up), so that the bound holds for many small answers too.
+ENTRY_OVERHEAD_BYTES = 400
+ARRAY_OVERHEAD_BYTES = 120
+SWEEP_SECONDS = 1.0  # how often entries of unloaded versions are looked for (on a put)
+
+_GENERATIONS = itertools.count(1)
+_GENERATION = ("response_cache", "generation")  # the Servable.memo key of a version's generation
+
+
+class ResponseCache:
+    """Outputs by request key; `get` and `put` are called on the event loop, `render` from any thread."""
+
+    def __init__(
+        self,
+        max_bytes: int,
+        metrics: Metrics,
+        models: Iterable[str] | None = None,
+        live: Callable[[], Iterable[Any]] | None = None,
+    ) -> None:
+        """`models`: the models that use the cache (None: all); `live`: the loaded Servables, whose
+        generations are kept (ModelManager.servables)."""
+        self.max_bytes = max_bytes
+        self.models = None if models is None else frozenset(models)
+        self._metrics = metrics
+        self._live = live
+        self._entries: OrderedDict[bytes, tuple[dict[str, np.ndarray], int, str, int]] = OrderedDict()
+        self._generations: dict[int, int] = {}  # generation -> entries
+        self.bytes = 0
+        self._lock = threading.Lock()
+        self._next_sweep = time.monotonic() + SWEEP_SECONDS
+
+    def key(self, servable: Any, call_key: tuple[Any, ...], data: Any) -> bytes | None:
+        """The cache key of a call on a servable, or None when its model does not use the cache."""
+        if self.models is not None and servable.name not in self.models:
+            return None
+        generation = servable.memo(_GENERATION, lambda: next(_GENERATIONS))
+        h = hashlib.blake2b(digest_size=16)
+        h.update(repr((servable.name, servable.version, generation, call_key)).encode())
+        if call_key[0] == "rows":  # feature dicts decoded from JSON
+            h.update(orjson.dumps(data, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY))
+        else:
+            for name in sorted(data):
+                _hash_array(h, name, data[name])
+        return generation.to_bytes(8, "little") + h.digest()
+
+    def get(self, key: bytes, model: str) -> dict[str, np.ndarray] | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+        self._metrics.response_cache.inc(model, "hit" if entry is not None else "miss")
+        return None if entry is None else entry[0]
+
+    def put(self, key: bytes, model: str, outputs: dict[str, np.ndarray]) -> None:
+        """Keep a copy of the outputs (read-only, detached from the batch they were sliced from)."""
+        kept: dict[str, np.ndarray] = {}
+        size = ENTRY_OVERHEAD_BYTES
+        for name, arr in outputs.items():
+            copy = np.array(arr, copy=True)
+            copy.flags.writeable = False
+            kept[name] = copy
+            size += _nbytes(copy) + ARRAY_OVERHEAD_BYTES
+        if size > self.max_bytes:
+            return
+        generation = int.from_bytes(key[:8], "little")
+        evicted = 0
+        with self._lock:
+            if key in self._entries:
+                return
+            self._entries[key] = (kept, size, model, generation)
+            self._generations[generation] = self._generations.get(generation, 0) + 1
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                self._drop(next(iter(self._entries)))
+                evicted += 1
+        if evicted:
+            self._metrics.response_cache.inc(model, "eviction", amount=evicted)
+        self._metrics.response_cache_bytes.set(self.bytes)
+        if time.monotonic() >= self._next_sweep:
+            self.sweep()
+
+    def sweep(self) -> int:
+        """Drop the entries of versions no longer loaded; returns how many."""
+        self._next_sweep = time.monotonic() + SWEEP_SECONDS
+        if self._live is None:
+            return 0
+        live = {s.memo(_GENERATION, lambda: next(_GENERATIONS)) for s in self._live()}
+        dropped: dict[str, int] = {}
+        with self._lock:
+            gone = [g for g in self._generations if g not in live]
+            if gone:
+                for key in [k for k, e in self._entries.items() if e[3] in gone]:
+                    model = self._drop(key)
+                    dropped[model] = dropped.get(model, 0) + 1
+        for model, n in dropped.items():
+            self._metrics.response_cache.inc(model, "invalidation", amount=n)
+        self._metrics.response_cache_bytes.set(self.bytes)
+        return sum(dropped.values())
+
+    def _drop(self, key: bytes) -> str:
+        _, size, model, generation = self._entries.pop(key)
+        self.bytes -= size
+        left = self._generations[generation] - 1
+        if left:
+            self._generations[generation] = left
+        else:
+            del self._generations[generation]
+        return model
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _hash_array(h: Any, name: str, arr: np.ndarray) -> None:
+    h.update(f"\0{name}\0{arr.dtype.str}\0{arr.shape}\0".encode())
+    if arr.dtype.kind == "O":  # bytes / str objects: each with its length, so ["ab","c"] != ["a","bc"]
+        items = [v if isinstance(v, bytes) else str(v).encode() for v in arr.reshape(-1)]
+        h.update(np.fromiter(map(len, items), dtype=np.int64, count=len(items)).tobytes())
+        h.update(b"".join(items))
+    else:
+        h.update(np.ascontiguousarray(arr).data)
+
+
+def _nbytes(arr: np.ndarray) -> int:
+    if arr.dtype.kind == "O":
+        return int(arr.nbytes) + sum(len(v) + 33 if isinstance(v, bytes) else 64 for v in arr.reshape(-1))
+    return int(arr.nbytes)
