@@ -47,3 +47,29 @@ def bench_labels(frame: pd.DataFrame) -> np.ndarray:
     cat_index = frame["cat"].map({c: i for i, c in enumerate(CAT_VOCAB)}).to_numpy()
     score = frame["f0"] + 0.5 * frame["f1"] - frame["f2"] + np.where(cat_index < 10, 0.5, -0.5)
     return (score.to_numpy() > 0).astype(np.int64)
+
+
+def cpu_model() -> str:
+    """The CPU's model name and its widest vector extension (TensorFlow's speed depends on both)."""
+    name, flags = "unknown CPU", ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and name == "unknown CPU":
+                    name = value.strip()
+                elif key.strip() == "flags":
+                    flags = value
+                    break
+    except OSError:
+        return name
+    vectors = "AVX-512" if "avx512f" in flags.split() else "AVX2" if "avx2" in flags.split() else "no AVX2"
+    return f"{name} ({vectors})"
+
+
+def spread(values: list[float]) -> float:
+    """How far apart rounds were: (max - min) / median."""
+    import statistics
+
+    middle = statistics.median(values)
+    return (max(values) - min(values)) / middle if middle else 0.0

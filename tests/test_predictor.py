@@ -204,3 +204,138 @@ def test_serialized_input_for(dnn: Predictor) -> None:
     raw = load_fixture("custom_multihead_raw")
     with Predictor.load(raw.export) as predictor:
         assert predictor.serialized_input_for() is None
+
+
+# ---------------------------------------------------------------- internal batches: overlap, order, errors
+class _ThreadRecorder(Predictor):
+    """A real Predictor that notes which thread ran each model call."""
+
+    def predict_feeds(self, feeds, *, outputs=None):  # type: ignore[no-untyped-def]
+        self.model_threads.append(threading.current_thread().name)
+        return super().predict_feeds(feeds, outputs=outputs)
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 16, 49, 50])
+def test_batches_give_the_rows_answers_in_input_order(batch_size: int) -> None:
+    with Predictor.load(DNN.export, batch_size=batch_size) as predictor:
+        assert_matches(predictor.predict(DNN.read_csv(predictor)), DNN.expected, f"batch_size={batch_size}")
+
+
+def test_one_batch_runs_in_the_callers_thread_and_more_overlap() -> None:
+    with _ThreadRecorder.load(DNN.export, batch_size=64) as predictor:
+        predictor.model_threads = []
+        frame = DNN.read_csv(predictor)
+        predictor.predict(frame)  # 50 rows: one batch, no helper thread
+        assert predictor.model_threads == [threading.current_thread().name]
+        predictor.batch_size = 16
+        predictor.model_threads = []
+        assert_matches(predictor.predict(frame), DNN.expected)  # 4 batches
+        assert len(predictor.model_threads) == 4
+        assert all(name.startswith("tfpredict-model") for name in predictor.model_threads)
+
+
+@pytest.mark.parametrize("bad_row", [3, 9, 21, 49])
+def test_a_bad_row_in_any_batch_is_named_by_its_row_in_the_input(bad_row: int) -> None:
+    with Predictor.load(DNN.export, batch_size=4) as predictor:
+        frame = DNN.read_csv(predictor)
+        frame["age"] = frame["age"].astype(object)
+        frame.loc[bad_row, "age"] = "abc"
+        with pytest.raises(InputError, match=rf"^Row {bad_row}: feature 'age' expects float32, found 'abc'$"):
+            predictor.predict(frame)
+        frame = DNN.read_csv(predictor)
+        frame.loc[bad_row, "age"] = None
+        with pytest.raises(
+            InputError, match=rf"^Row {bad_row}: feature 'age' is missing and has no default$"
+        ):
+            predictor.predict(frame)
+
+
+def test_overlapped_raises_the_first_failure_in_loop_order() -> None:
+    from tfpredict._batches import overlapped
+
+    events: list[str] = []
+
+    def prepare(i: int) -> int:
+        events.append(f"prepare {i}")
+        if i == 2:
+            raise ValueError("prepare 2")
+        return i
+
+    def call(i: int) -> int:
+        if i == 1:
+            raise KeyError("call 1")
+        events.append(f"call {i}")
+        return i * 10
+
+    # call 1 fails while prepare 2 runs (and fails too): a loop would have stopped at call 1
+    with pytest.raises(KeyError, match="call 1"):
+        overlapped([0, 1, 2, 3], prepare, call)
+    assert "prepare 3" not in events
+    events.clear()
+    # prepare 2 fails: raised only once call 1 (which ran meanwhile) is done, nothing after it runs
+    with pytest.raises(ValueError, match="prepare 2"):
+        overlapped([0, 3, 2, 4], prepare, call)
+    assert events[-1] in ("call 3", "prepare 2") and "call 3" in events and "prepare 4" not in events
+    assert overlapped([0, 3, 4], prepare, call) == [0, 30, 40]
+    assert overlapped([], prepare, call) == []
+
+
+# ---------------------------------------------------------------- one row, every form
+def _one_row_forms(predictor: Predictor, i: int) -> dict:
+    import pyarrow as pa
+
+    frame = DNN.read_csv(predictor)
+    one = frame.iloc[[i]]
+    scalars = {k: (v if v == v else None) for k, v in frame.iloc[i].to_dict().items()}
+    return {
+        "dict of scalars": scalars,
+        "dict of one-element lists": one.to_dict("list"),
+        "dict of one-element arrays": {k: np.asarray(v) for k, v in one.to_dict("list").items()},
+        "one-row DataFrame": one,
+        "one-row Arrow Table": pa.Table.from_pandas(one, preserve_index=False),
+        "one-row Arrow RecordBatch": pa.RecordBatch.from_pandas(one, preserve_index=False),
+        "list of one row dict": [scalars],
+    }
+
+
+@pytest.mark.parametrize("i", [0, 1, 2])  # rows with a missing float (default), a missing string, none
+def test_one_row_in_every_form_gives_its_answer(dnn: Predictor, i: int) -> None:
+    want = {k: [v[i]] for k, v in DNN.expected.items()}
+    for form, data in _one_row_forms(dnn, i).items():
+        assert_matches(dnn.predict(data), want, form)
+
+
+def test_one_row_errors_are_the_same_in_every_form(dnn: Predictor) -> None:
+    for form, data in _one_row_forms(dnn, 2).items():
+        if isinstance(data, dict):
+            one = {"lists": ["abc"], "arrays": np.asarray(["abc"], dtype=object)}
+            data = dict(data, age=one.get(form.rsplit(" ", 1)[-1], "abc"))
+        elif isinstance(data, list):
+            data = [dict(data[0], age="abc")]
+        elif hasattr(data, "iloc"):
+            data = data.assign(age=["abc"])
+        else:
+            data = data.set_column(data.schema.get_field_index("age"), "age", [["abc"]])
+        with pytest.raises(InputError, match=r"^Row 0: feature 'age' expects float32, found 'abc'$"):
+            dnn.predict(data)
+    with pytest.raises(InputError, match=r"^Missing column 'city' needed by the model"):
+        dnn.predict({"age": [30.0], "hours": [1.0], "color": ["red"], "zip": ["02134"]})
+
+
+def test_one_row_with_a_list_cell_is_one_row(dnn: Predictor) -> None:
+    row = {"age": 30.2, "hours": 23.9, "color": ["blue"], "city": ["perth"], "zip": ["02134"]}
+    want = {k: [v[2]] for k, v in DNN.expected.items()}
+    assert_matches(dnn.predict([row]), want, "list cells of one value")
+    two = dict(row, color=["blue", "red"])  # a var-len cell of two values: still one row
+    assert len(dnn.predict([two])["logits"]) == 1
+
+
+def test_an_int_a_float32_feature_cannot_hold_names_its_row_in_every_form(dnn: Predictor) -> None:
+    import pandas as pd
+
+    row = {"age": 2**24 + 1, "hours": 23.9, "color": "blue", "city": "perth", "zip": "02134"}
+    message = rf"^Row 0: feature 'age' expects float32, found {2**24 + 1}$"
+    for data in (row, [row], pd.DataFrame([row]), {k: [v] for k, v in row.items()}):
+        with pytest.raises(InputError, match=message):
+            dnn.predict(data)
+    assert len(dnn.predict(dict(row, age=2**24))["logits"]) == 1

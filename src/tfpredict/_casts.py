@@ -32,6 +32,8 @@ def cast(column: pa.Array, spec: FeatureSpec) -> pa.Array:
     if spec.dtype == "string":
         if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
             return column
+        if pa.types.is_large_string(column.type):  # pandas' str columns: the same cells, no copy to string
+            return column
         if pa.types.is_floating(column.type):
             # pandas turns an int column with gaps into floats: 2134 must still read "2134", not "2134.0"
             as_np = column.to_numpy(zero_copy_only=False)

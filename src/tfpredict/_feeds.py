@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 from ._casts import arrow_scalar, cast, first_null, numpy_cast, to_numpy
 from ._featurespec import NUMPY_DTYPES, Column, FeatureSpec, SparseValue, concrete, shape_size
 from ._lists import dense_from_lists, is_list_type, parse_json_lists
+from ._tables import as_arrow
 from .errors import InputError
 
 
@@ -21,7 +22,8 @@ def convert_column(column: Column | None, spec: FeatureSpec, num_rows: int) -> A
         fast = _from_plain_numpy(column, spec, num_rows)
         if fast is not None:
             return fast
-        column = pa.array(column, from_pandas=True)
+        # the checked Arrow path: it names the row of a value that does not fit, and reads gaps as nulls
+        column = pa.array(column) if column.dtype.kind in "biu" else as_arrow(spec.name, column)
     if spec.kind == "varlen":
         if column is None:
             return _empty_sparse(spec, num_rows)
@@ -37,14 +39,17 @@ def _from_plain_numpy(column: np.ndarray, spec: FeatureSpec, num_rows: int) -> A
     """One value per row and none missing: cast and reshape without Arrow. None when it does not apply."""
     kind = column.dtype.kind
     is_string = spec.dtype == "string"
-    if is_string and kind == "O" and all(isinstance(v, (str, bytes)) for v in column):
+    if is_string and kind == "O" and _all_text(column):
         values = column
     elif not is_string and (kind in "biu" or (kind == "f" and not np.isnan(column).any())):
         if spec.dtype not in NUMPY_DTYPES:
             return None
-        if kind == "f" and np.dtype(NUMPY_DTYPES[spec.dtype]).kind in "iu" and not _integral(column, spec):
+        target = np.dtype(NUMPY_DTYPES[spec.dtype])
+        if kind == "f" and target.kind in "iu" and not _integral(column, spec):
             return None  # let the checked Arrow cast name the row of 180.5 for an int feature
-        values = column.astype(NUMPY_DTYPES[spec.dtype], copy=False)
+        if kind in "iu" and not _exact(column, target):
+            return None  # as for 180.5: the Arrow cast names the row of an int the feature cannot hold
+        values = column.astype(target, copy=False)
     else:
         return None
     if spec.kind == "varlen":
@@ -55,6 +60,23 @@ def _from_plain_numpy(column: np.ndarray, spec: FeatureSpec, num_rows: int) -> A
     if shape_size(shape) != 1:
         return None
     return values.reshape((num_rows, *shape))
+
+
+def _all_text(column: np.ndarray) -> bool:
+    """Every cell a str or bytes (the types are collected in C: no Python loop over the rows)."""
+    return set(map(type, column)) <= {str, bytes}
+
+
+def _exact(column: np.ndarray, target: np.dtype) -> bool:
+    """Ints that the target dtype holds exactly (a float32 feature: |v| <= 2^24), as Arrow's checked cast."""
+    if column.size == 0 or target.kind == "b":
+        return True
+    low, high = int(column.min()), int(column.max())
+    if target.kind == "f":
+        limit = 2 ** (np.finfo(target).nmant + 1)
+        return -limit <= low and high <= limit
+    info = np.iinfo(target)
+    return info.min <= low and high <= info.max
 
 
 def _integral(column: np.ndarray, spec: FeatureSpec) -> bool:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import features as F
+from ._batches import overlapped, rows_from
 from .calls import as_feed, op_type, prediction_error
 from .errors import InputError, ModelLoadError, PredictionError
 from .features import FeatureSpec, SparseValue
@@ -290,10 +291,18 @@ class Predictor:
         )
         if table.num_rows <= self.batch_size:
             return self.predict_feeds(self._convert(plan, table), outputs=outputs)
-        parts = [
-            self.predict_feeds(self._convert(plan, table.slice(i, i + self.batch_size)), outputs=outputs)
-            for i in range(0, table.num_rows, self.batch_size)
-        ]
+        size = self.batch_size
+
+        def convert(start: int) -> Feeds:
+            try:
+                return self._convert(plan, table.slice(start, start + size))
+            except InputError as exc:
+                raise rows_from(start, exc) from exc.__cause__
+
+        # Batch i+1 is converted while the model runs batch i (in one helper thread).
+        parts = overlapped(
+            range(0, table.num_rows, size), convert, lambda feeds: self.predict_feeds(feeds, outputs=outputs)
+        )
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def convert(
