@@ -26,6 +26,7 @@ import asyncio
 import os
 import shutil
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -70,8 +71,20 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, batching: str, tmp: Path, event_loop: str = "asyncio", process: bool = False) -> None:
-        """`batching`: "" for off, else a batching parameters file's text."""
+    def __init__(
+        self,
+        batching: str,
+        tmp: Path,
+        event_loop: str = "asyncio",
+        process: bool = False,
+        extra: list[str] | None = None,
+        name: str = "",
+        rest_ssl: ssl.SSLContext | None = None,
+    ) -> None:
+        """`batching`: "" for off, else a batching parameters file's text; `extra`: more flags (a
+        --model_config_file replaces --model_base_path); `rest_ssl`: the client context of a TLS port."""
+        extra = extra or []
+        self.rest_ssl = rest_ssl
         self.grpc_port, self.rest_port = free_port(), free_port()
         args = [
             sys.executable,
@@ -81,14 +94,18 @@ class ServerProcess:
             "--host=127.0.0.1",
             f"--port={self.grpc_port}",
             f"--rest_api_port={self.rest_port}",
-            "--model_name=bench",
-            f"--model_base_path={EXPORT}",
+            *(
+                ()
+                if any(a.startswith("--model_config_file") for a in extra)
+                else ("--model_name=bench", f"--model_base_path={EXPORT}")
+            ),
             "--file_system_poll_wait_seconds=0",
             # one TF thread per call: concurrency comes from concurrent calls (off) or batches (on); measured
             # better for both than TF's default pools, which spin on the same 2 cores as the Python threads
             "--tensorflow_intra_op_parallelism=1",
             "--tensorflow_inter_op_parallelism=1",
             f"--event_loop={event_loop}",
+            *extra,
         ]
         (tmp / "monitoring.txt").write_text(MONITORING)  # request and batch counts, for both servers
         args.append(f"--monitoring_config_file={tmp / 'monitoring.txt'}")
@@ -98,7 +115,7 @@ class ServerProcess:
             if process:
                 args.append("--batching_process")
         env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-        self.log = tmp / f"server-{'on' if batching else 'off'}.log"
+        self.log = tmp / f"server-{name or ('on' if batching else 'off')}.log"
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(self.log, "w"), env=env)
         deadline = time.monotonic() + 120
         while "tfpredict serve: gRPC at" not in self.log.read_text():
@@ -106,10 +123,15 @@ class ServerProcess:
                 raise RuntimeError(f"server did not start:\n{self.log.read_text()[-3000:]}")
             time.sleep(0.2)
 
+    def metrics(self) -> str:
+        scheme = "https" if self.rest_ssl is not None else "http"
+        url = f"{scheme}://127.0.0.1:{self.rest_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10, context=self.rest_ssl) as r:
+            return r.read().decode()  # type: ignore[no-any-return]
+
     def counts(self) -> tuple[float, float, float]:
         """(rows batched, model calls of the batcher, non-OK requests) so far, from its Prometheus metrics."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.rest_port}/metrics", timeout=10) as r:
-            text = r.read().decode()
+        text = self.metrics()
         total = {"sum": 0.0, "count": 0.0}
         errors = 0.0
         for line in text.splitlines():
@@ -173,7 +195,9 @@ def classify_request(row: dict[str, object]) -> classification_pb2.Classificatio
     return request
 
 
-def measure_h2load(port: int, concurrency: int, seconds: float, row: dict[str, object], tmp: Path) -> dict:
+def measure_h2load(
+    port: int, concurrency: int, seconds: float, row: dict[str, object], tmp: Path, scheme: str = "http"
+) -> dict:
     """gRPC Classify calls from h2load: one connection, `concurrency` streams, a fixed gRPC-framed body."""
     message = classify_request(row).SerializeToString()
     body = tmp / "classify.grpc"
@@ -191,7 +215,7 @@ def measure_h2load(port: int, concurrency: int, seconds: float, row: dict[str, o
         f"-d{body}",
         "-Hcontent-type: application/grpc",
         "-Hte: trailers",
-        f"http://127.0.0.1:{port}/tensorflow.serving.PredictionService/Classify",
+        f"{scheme}://127.0.0.1:{port}/tensorflow.serving.PredictionService/Classify",
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     if out.returncode != 0:
@@ -249,7 +273,9 @@ async def measure(protocol: str, port: int, concurrency: int, seconds: float, ro
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--concurrency", default="1,16,64")
+    ap.add_argument(
+        "--concurrency", default=None, help="default 1,16,64 (--tls: 1,64; --request_log, --cache: 64)"
+    )
     ap.add_argument("--grpc_client", choices=("h2load", "grpcio"), default="h2load")
     ap.add_argument("--event_loop", choices=("asyncio", "uvloop"), default="asyncio", help="of both servers")
     ap.add_argument(
@@ -263,7 +289,31 @@ def main() -> int:
     ap.add_argument(
         "--num_batch_threads", type=int, default=2, help="of the batching-on server (batches in flight)"
     )
+    production = ap.add_argument_group(
+        "production features (benchmarks/serve_production.py): each compares two servers, batching off"
+    )
+    production.add_argument("--tls", action="store_true", help="plain vs --ssl_config_file")
+    production.add_argument("--request_log", action="store_true", help="no logging_config vs one")
+    production.add_argument("--sampling_rate", type=float, default=0.1, help="of --request_log")
+    production.add_argument("--cache", action="store_true", help="no cache vs --response_cache_bytes")
+    production.add_argument("--cache_bytes", type=int, default=8 << 20, help="of --cache")
+    production.add_argument("--repeat_fraction", type=float, default=0.5, help="of --cache's stream")
+    production.add_argument("--repeat_window", type=int, default=2000, help="repeats come from these last")
+    production.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds of each feature's cells"
+    )
     args = ap.parse_args()
+    if args.tls or args.request_log or args.cache:
+        import serve_production
+
+        run = {"tls": serve_production.run_tls, "request_log": serve_production.run_request_log}
+        run["cache"] = serve_production.run_cache
+        for feature, fn in run.items():
+            if getattr(args, feature):
+                with tempfile.TemporaryDirectory() as tmp:
+                    fn(args, first_row(), Path(tmp))
+        return 0
+    args.concurrency = args.concurrency or "1,16,64"
     if args.grpc_client == "h2load" and shutil.which("h2load") is None:
         print("h2load not found (apt install nghttp2-client): gRPC load from grpc.aio", file=sys.stderr)
         args.grpc_client = "grpcio"
