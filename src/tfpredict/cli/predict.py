@@ -1,5 +1,5 @@
-"""`tfpredict predict EXPORT INPUT... -o OUTPUT`, on either engine: threads in this process (pipeline.py)
-or a Ray cluster (engines/ray.py)."""
+"""`tfpredict predict EXPORT INPUT... -o OUTPUT`, on any engine: threads in this process (pipeline.py),
+a Ray cluster (engines/ray.py) or Spark (engines/spark.py)."""
 
 from __future__ import annotations
 
@@ -58,9 +58,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
     p.add_argument(
         "--engine",
-        choices=["local", "ray"],
+        choices=["local", "ray", "spark"],
         default="local",
-        help="local: threads in this process; ray: a Ray cluster (-o is then a new directory of files)",
+        help="local: threads in this process; ray: a Ray cluster; spark: Spark, local[*] or --master "
+        "(ray and spark: -o is then a new directory of files)",
     )
     p.add_argument(
         "--address", help="--engine ray: a running cluster (default: RAY_ADDRESS, else start one here)"
@@ -68,10 +69,18 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--workers", type=int, help="--engine ray: predictor actors (default: one per cluster node)"
     )
+    p.add_argument(
+        "--master", help="--engine spark: spark://HOST:PORT, yarn, k8s://... (default: local[*] here)"
+    )
+    p.add_argument(
+        "--executors", type=int, help="--engine spark: executors (local: task slots; default: Spark's)"
+    )
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.engine == "spark":
+        return run_spark(args)
     return run_ray(args) if args.engine == "ray" else run_local(args)
 
 
@@ -143,5 +152,39 @@ def run_ray(args: argparse.Namespace) -> int:
     if not args.quiet:
         say(result.summary())
         for line in result.actor_lines():
+            say(line)
+    return 0
+
+
+def run_spark(args: argparse.Namespace) -> int:
+    from ..engines.spark_session import import_pyspark
+
+    import_pyspark()  # without pyspark or Java: one line saying what to install, before anything else
+    for flag, value in (("--bad-rows", args.bad_rows), ("--tags", args.tags), ("--address", args.address)):
+        if value:
+            raise UsageError(f"{flag} is not supported with --engine spark; use the local engine")
+    from ..engines.spark import predict_files
+
+    # The JVM's log4j start-up lines and TensorFlow's graph notices (fd 2) would bury our summary.
+    with sigterm_unwinds(), native_stderr_hidden(hide=not args.debug):
+        result = predict_files(
+            args.export,
+            args.inputs,
+            args.output,
+            master=args.master,
+            executors=args.executors,
+            batch_size=args.batch_size,
+            signature=args.signature,
+            outputs=comma_list(args.outputs),
+            keep=args.keep,
+            threads=args.threads,
+            inter_op_threads=args.inter_op_threads,
+            xla=args.xla,
+            quiet=not args.debug,
+            **column_options(args),
+        )
+    if not args.quiet:
+        say(result.summary())
+        for line in result.worker_lines():
             say(line)
     return 0

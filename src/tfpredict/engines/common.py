@@ -1,18 +1,25 @@
-"""What every engine shares, so the local engine (`pipeline.py`) and Ray's agree: which outputs and --keep
-columns a job may ask for, the output table's schema, and the first bad row of a batch that fails."""
+"""What every engine shares, so the local engine (`pipeline.py`), Ray's and Spark's agree: which outputs and
+--keep columns a job may ask for, the output table's schema, the first bad row of a batch that fails, and
+(for the cluster engines) the driver's checks of the input files, --keep types and CSV's list columns."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from ..errors import InputError, UsageError
-from ..io.types import first_failing_row, list_depth
-from ..io.writers import column_from_numpy
+from ..errors import InputError, OutputError, UsageError
+from ..features import AllowMissing, FeatureSpec
+from ..io.files import InputFile
+from ..io.readers import input_columns, read_inputs
+from ..io.types import check_columns, first_failing_row, is_list, list_depth
+from ..io.writers import column_from_numpy, json_text, output_format
 
 _ROW_PREFIX = re.compile(r"^Row \d+:\s*")
 
@@ -80,4 +87,105 @@ def first_bad_row(convert: Callable[[pa.RecordBatch], Any], batch: pa.RecordBatc
     return i, None if message is None else without_row_prefix(message)
 
 
-__all__ = ["check_keep", "first_bad_row", "output_schema", "selected_outputs", "without_row_prefix"]
+def check_output_directory(path: str | os.PathLike[str], engine: str) -> tuple[Path, str]:
+    """A cluster engine's output directory (which must not exist yet, or be empty) and its format (from its
+    extension: .parquet, .csv, .jsonl; Parquet without one)."""
+    out = Path(path)
+    fmt, compression = output_format(out)
+    if compression:
+        raise OutputError(
+            f"{out}: compressed output is not supported with --engine {engine} (use .parquet, .csv or .jsonl)"
+        )
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"{out}: output directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"{out}: output directory {parent} is not writable")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise OutputError(
+            f"{out}: already exists; --engine {engine} writes a new directory of files (remove it or choose "
+            "another name)"
+        )
+    return out, fmt
+
+
+def check_inputs(
+    files: Sequence[InputFile],
+    schema: dict[str, FeatureSpec],
+    keep: Sequence[str],
+    tfrecord_serialized: bool,
+    first_files: int,
+    allow_missing: AllowMissing = (),
+    assembled: dict[str, list[str]] | None = None,
+) -> dict[str, pa.DataType]:
+    """The local engine's checks on the first rows of the first `first_files` files (missing columns,
+    unreadable headers) and on the columns of every other CSV and Parquet file (their headers: cheap), so a
+    wrong file fails before a cluster starts, with the local engine's message (a cluster's CSV reader would
+    fill a missing column with nulls). Returns the --keep column types of the first file (the local
+    engine's output has those)."""
+    for f in files[first_files:]:
+        if f.format in ("csv", "parquet"):
+            check_columns(f, input_columns(f), schema, keep, allow_missing, assembled)
+    keep_types: dict[str, pa.DataType] = {}
+    for f in files[:first_files]:
+        for chunk in read_inputs(
+            [f],
+            schema,
+            1,
+            keep,
+            tfrecord_serialized=tfrecord_serialized,
+            allow_missing=allow_missing,
+            assembled=assembled,
+        ):
+            if not keep_types and keep:
+                types = {k: chunk.batch.column(k).type for k in keep}
+                keep_types = {k: pa.string() if pa.types.is_null(t) else t for k, t in types.items()}
+            break
+    return keep_types
+
+
+def cast_keep(kept: pa.RecordBatch, types: dict[str, pa.DataType]) -> pa.RecordBatch:
+    """--keep columns in one type across files and formats (a CSV id is text, a Parquet one an integer)."""
+    if not types or all(types.get(f.name, f.type) == f.type for f in kept.schema):
+        return kept
+    columns = []
+    for f, col in zip(kept.schema, kept.columns, strict=True):
+        target = types.get(f.name, f.type)
+        try:
+            columns.append(col if col.type == target else pc.cast(col, target))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise InputError(
+                f"--keep column '{f.name}': {col.type} values that do not convert to {target}, "
+                "its type in the first input file"
+            ) from None
+    return pa.RecordBatch.from_arrays(columns, names=kept.schema.names)
+
+
+def lists_as_json_text(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """List columns as JSON text, which CSV can hold (the local engine's CSV writer does the same)."""
+    columns, fields = [], []
+    for f, col in zip(batch.schema, batch.columns, strict=True):
+        if is_list(f.type):
+            col, f = json_text(col), pa.field(f.name, pa.string())
+        columns.append(col)
+        fields.append(f)
+    return pa.RecordBatch.from_arrays(columns, schema=pa.schema(fields))
+
+
+def text_lists_schema(schema: pa.Schema) -> pa.Schema:
+    """The schema `lists_as_json_text` gives batches of `schema` (CSV output: list columns as text)."""
+    return pa.schema([pa.field(f.name, pa.string()) if is_list(f.type) else f for f in schema])
+
+
+__all__ = [
+    "cast_keep",
+    "check_inputs",
+    "check_keep",
+    "check_output_directory",
+    "first_bad_row",
+    "lists_as_json_text",
+    "output_schema",
+    "selected_outputs",
+    "text_lists_schema",
+    "without_row_prefix",
+]

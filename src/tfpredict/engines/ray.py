@@ -28,14 +28,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..errors import InputError, OutputError, TfpredictError, UsageError
+from ..errors import InputError, TfpredictError, UsageError
 from ..features import Assemble, FeatureSpec, resolve_assemble, source_schema
 from ..io.files import InputFile, expand_inputs
 from ..io.readers import input_columns, read_inputs
-from ..io.types import check_columns
-from ..io.writers import output_format
 from ..predictor import DEFAULT_BATCH_SIZE, CallPath, Predictor
-from .common import check_keep, selected_outputs
+from .common import check_inputs, check_keep, check_output_directory, selected_outputs
 from .ray_actors import PATH_COLUMN, ActorStats, PredictBatches, StatsCollector
 from .ray_datasets import IO_TASK_CPUS, plan_workers, predict_dataset, read_files
 from .ray_export import INSTALL_HINT, ExportPackage, import_ray, package_export
@@ -97,23 +95,7 @@ class RayPredictResult:
 
 def check_output_dir(path: str | os.PathLike[str]) -> tuple[Path, str]:
     """The output directory (which must not exist yet, or be empty) and its format (from its extension)."""
-    out = Path(path)
-    fmt, compression = output_format(out)
-    if compression:
-        raise OutputError(
-            f"{out}: compressed output is not supported with --engine ray (use .parquet, .csv or .jsonl)"
-        )
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"{out}: output directory {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"{out}: output directory {parent} is not writable")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise OutputError(
-            f"{out}: already exists; --engine ray writes a new directory of files (remove it or choose "
-            "another name)"
-        )
-    return out, fmt
+    return check_output_directory(path, "ray")
 
 
 @contextlib.contextmanager
@@ -299,7 +281,9 @@ def _plan_job(
             tfrecord_serialized=predictor.path_for(sig) != CallPath.TENSORS,
             columns={"allow_missing": allow_missing, "assembled": assembled},
         )
-        job.keep_types = _check_columns(files, job.schema, keep, job.tfrecord_serialized, **job.columns)
+        job.keep_types = check_inputs(
+            files, job.schema, keep, job.tfrecord_serialized, PRECHECK_FILES, **job.columns
+        )
     return job
 
 
@@ -374,39 +358,6 @@ def _write(ds: Any, fmt: str, path: Path, batch_size: int) -> None:
         ds.write_csv(str(path), **options)
     else:
         ds.write_json(str(path), **options)
-
-
-def _check_columns(
-    files: Sequence[InputFile],
-    schema: dict[str, FeatureSpec],
-    keep: Sequence[str],
-    tfrecord_serialized: bool,
-    allow_missing: bool | Sequence[str] = (),
-    assembled: dict[str, list[str]] | None = None,
-) -> dict[str, pa.DataType]:
-    """The local engine's checks on the first rows of the first files (missing columns, unreadable headers)
-    and on the columns of every other CSV and Parquet file (their headers: cheap), so a wrong file fails
-    before the cluster starts, with the same message (Ray's CSV reader would fill a missing column with
-    nulls). Returns the --keep column types of the first file (the local engine's output has those)."""
-    for f in files[PRECHECK_FILES:]:
-        if f.format in ("csv", "parquet"):
-            check_columns(f, input_columns(f), schema, keep, allow_missing, assembled)
-    keep_types: dict[str, pa.DataType] = {}
-    for f in files[:PRECHECK_FILES]:
-        for chunk in read_inputs(
-            [f],
-            schema,
-            1,
-            keep,
-            tfrecord_serialized=tfrecord_serialized,
-            allow_missing=allow_missing,
-            assembled=assembled,
-        ):
-            if not keep_types and keep:
-                types = {k: chunk.batch.column(k).type for k in keep}
-                keep_types = {k: pa.string() if pa.types.is_null(t) else t for k, t in types.items()}
-            break
-    return keep_types
 
 
 def _user_error(

@@ -11,14 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..errors import InputError
 from ..features import source_schema
-from ..io.types import is_list, typed_features, where
-from ..io.writers import json_text, output_type, outputs_to_batch
+from ..io.types import typed_features, where
+from ..io.writers import output_type, outputs_to_batch
 from ..predictor import DEFAULT_BATCH_SIZE, Predictor
-from .common import first_bad_row, output_schema, without_row_prefix
+from .common import cast_keep, first_bad_row, lists_as_json_text, output_schema, without_row_prefix
 from .ray_export import ExportPackage
 
 #: Ray's `include_paths` column: lets an actor name the file of a bad row.
@@ -128,7 +127,7 @@ class PredictBatches:
         except InputError as exc:
             raise self._locate(features, paths, exc) from None
         outputs = self.predictor.predict_feeds(feeds, outputs=self.selected)
-        kept = _cast_keep(batch.select(self.keep), self.keep_types)
+        kept = cast_keep(batch.select(self.keep), self.keep_types)
         schema = output_schema(self.selected, self.declared, outputs, kept, self.keep)
         result = outputs_to_batch(outputs, schema, kept)
         if self.settings.text_lists:
@@ -157,39 +156,11 @@ class PredictBatches:
         return InputError(where(paths, i) + (message or without_row_prefix(first.message)))
 
 
-def _cast_keep(kept: pa.RecordBatch, types: dict[str, pa.DataType]) -> pa.RecordBatch:
-    """--keep columns in one type across files and formats (a CSV id is text, a Parquet one an integer)."""
-    if not types or all(types.get(f.name, f.type) == f.type for f in kept.schema):
-        return kept
-    columns = []
-    for f, col in zip(kept.schema, kept.columns, strict=True):
-        target = types.get(f.name, f.type)
-        try:
-            columns.append(col if col.type == target else pc.cast(col, target))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            raise InputError(
-                f"--keep column '{f.name}': {col.type} values that do not convert to {target}, "
-                "its type in the first input file"
-            ) from None
-    return pa.RecordBatch.from_arrays(columns, names=kept.schema.names)
-
-
 def _one_batch(table: pa.Table) -> pa.RecordBatch:
     batches = table.combine_chunks().to_batches()
     if len(batches) == 1:
         return batches[0]
     return pa.RecordBatch.from_pylist([], schema=table.schema) if not batches else pa.concat_batches(batches)
-
-
-def lists_as_json_text(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """List columns as JSON text, which CSV can hold (the local engine's CSV writer does the same)."""
-    columns, fields = [], []
-    for f, col in zip(batch.schema, batch.columns, strict=True):
-        if is_list(f.type):
-            col, f = json_text(col), pa.field(f.name, pa.string())
-        columns.append(col)
-        fields.append(f)
-    return pa.RecordBatch.from_arrays(columns, schema=pa.schema(fields))
 
 
 __all__ = [
