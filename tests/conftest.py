@@ -37,6 +37,8 @@ SLOW_MODULES = {
     "serving/test_behaviour.py": "a model-server process",
     "serving/test_fixtures.py": "a model-server process",
     "serving/test_h2spec.py": "a model server against h2spec",
+    "serving/test_health.py": "model-server processes while models load",
+    "serving/test_flags.py": "model-server processes with TF Serving's flags",
     "serving/test_hostile_http1.py": "a loopback server waiting out its timeouts",
     "serving/test_hostile_http2.py": "a loopback server under floods",
     "serving/test_hot_reload.py": "a model-server process",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,8 @@ from tensorflow_serving.config import model_server_config_pb2
 from ..errors import UsageError
 from .limits import Http1Limits, Http2Limits
 from .memory import DEFAULT_BUDGET_BYTES
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 
@@ -82,8 +85,8 @@ class ServeOptions:
 
     def model_configs(self) -> list[ModelConfig]:
         if self.model_config_file:
-            if self.model_base_path:
-                raise UsageError("Give either --model_config_file or --model_base_path, not both")
+            if self.model_base_path:  # TF Serving: "If used, --model_name, --model_base_path are ignored"
+                log.warning("--model_config_file is given: --model_name and --model_base_path are ignored")
             return read_model_config_file(self.model_config_file)
         if not self.model_base_path:
             raise UsageError("Give --model_base_path (with --model_name) or --model_config_file")

@@ -28,6 +28,7 @@ from tensorflow_serving.apis import (
 
 from . import proto_codec
 from .config import model_configs_from_proto
+from .health import HEALTH_SERVICE, Health, HealthCheckRequest
 from .inference import (
     CLASSIFY,
     CLASSIFY_METHOD,
@@ -59,27 +60,38 @@ MODEL_SERVICE = "tensorflow.serving.ModelService"
 
 @dataclass(frozen=True)
 class Method:
-    """One unary gRPC method: how to parse its request, and the coroutine that answers it."""
+    """One gRPC method: how to parse its request, and the coroutine that answers it (unary), or with
+    `streaming` the async iterator of its answers (server streaming: grpc.health.v1.Health/Watch)."""
 
     request_type: Any
-    handler: Callable[[Any], Coroutine[Any, Any, Any]]
+    handler: Callable[[Any], Any]
+    streaming: bool = False
 
 
 class GrpcApi:
     """The methods of TF Serving's PredictionService and ModelService, keyed by gRPC path."""
 
     def __init__(
-        self, service: InferenceService, metrics: Metrics, reload: Callable[[list[Any]], None]
+        self,
+        service: InferenceService,
+        metrics: Metrics,
+        reload: Callable[[list[Any]], None],
+        *,
+        health: Health | None = None,
+        tensor_content: bool = False,
     ) -> None:
         self.service = service
         self.metrics = metrics
         self.reload = reload
+        self.health = health  # --enable_grpc_healthcheck_service: grpc.health.v1.Health is served
+        self.tensor_content = tensor_content  # --enable_serialization_as_tensor_content
 
     def methods(self) -> dict[str, Method]:
         """{"/tensorflow.serving.PredictionService/Predict": Method, ...}"""
+        encode_predict = _encode_packed_predict if self.tensor_content else _encode_predict
         # name: (request message, metric label, decode, the kind's path, encode)
         paths: dict[str, tuple[Any, str, Callable[[Any], Any], Any, Callable[[Any], Any]]] = {
-            "Predict": (predict_pb2.PredictRequest, "predict", _ProtoPredict, PREDICT.infer, _encode_predict),
+            "Predict": (predict_pb2.PredictRequest, "predict", _ProtoPredict, PREDICT.infer, encode_predict),
             "Classify": (ClassificationRequest, "classify", _examples, CLASSIFY.infer, _encode_classify),
             "Regress": (RegressionRequest, "regress", _examples, REGRESS.infer, _encode_regress),
             "MultiInference": (MultiRequest, "multi_inference", _multi, MULTI_INFERENCE.infer, _encode_multi),
@@ -95,6 +107,9 @@ class GrpcApi:
         table[f"/{MODEL_SERVICE}/HandleReloadConfigRequest"] = Method(
             model_management_pb2.ReloadConfigRequest, self._reload
         )
+        if self.health is not None:
+            table[f"/{HEALTH_SERVICE}/Check"] = Method(HealthCheckRequest, self.health.check)
+            table[f"/{HEALTH_SERVICE}/Watch"] = Method(HealthCheckRequest, self.health.watch, streaming=True)
         return table
 
     def _handler(
@@ -227,6 +242,15 @@ def _encode_predict(answer: Answer) -> predict_pb2.PredictResponse:
     _fill_spec(response.model_spec, answer)
     for k, v in answer.result.items():
         proto_codec.from_ndarray(v, response.outputs[k])
+    return response
+
+
+def _encode_packed_predict(answer: Answer) -> predict_pb2.PredictResponse:
+    """--enable_serialization_as_tensor_content: numeric outputs as tensor_content bytes."""
+    response = predict_pb2.PredictResponse()
+    _fill_spec(response.model_spec, answer)
+    for k, v in answer.result.items():
+        proto_codec.from_ndarray_packed(v, response.outputs[k])
     return response
 
 

@@ -27,6 +27,10 @@ class CallOwner(Protocol):
 
     def send_error(self, stream: Any, err: ServingError) -> None: ...
 
+    def send_message(self, stream: Any, message: bytes, first: bool) -> bool: ...
+
+    def end_call(self, stream: Any) -> None: ...
+
 
 def start_call(
     owner: CallOwner,
@@ -47,6 +51,8 @@ def start_call(
     except DecodeError:
         owner.send_error(stream, ServingError("INTERNAL", "Could not parse the request message"))
         return None
+    if method.streaming:
+        return StreamCall(owner, stream, method.handler(request), deadline)  # type: ignore[return-value]
     call = GrpcCall(owner, stream, method.handler(request))
     if deadline is not None:
         call.timer = owner.loop.call_at(deadline, call.expire)
@@ -129,3 +135,39 @@ class GrpcCall:
         if self.waiting is not None and self.waiting.cancel():
             return  # its done callback resumes the handler, whose await raises CancelledError
         self.cancelling = True
+
+
+class StreamCall:
+    """A server-streaming call (grpc.health.v1.Health/Watch): an asyncio Task sends each answer of the
+    handler's async iterator as it comes, then OK trailers; `cancel` (the client reset the stream, the
+    deadline passed) stops it. Such calls are rare and long-lived: a Task each is no cost."""
+
+    __slots__ = ("owner", "stream", "task", "timer", "sent")
+
+    def __init__(self, owner: CallOwner, stream: Any, answers: Any, deadline: float | None) -> None:
+        self.owner = owner
+        self.stream = stream
+        self.sent = False
+        self.task = owner.loop.create_task(self._run(answers))
+        self.timer = owner.loop.call_at(deadline, self.cancel) if deadline is not None else None
+
+    async def _run(self, answers: Any) -> None:
+        try:
+            async for answer in answers:
+                # a client that does not read gets no more answers, never a growing buffer
+                if self.owner.send_message(self.stream, answer.SerializeToString(), not self.sent):
+                    self.sent = True
+        except asyncio.CancelledError:
+            return
+        except Exception as exc:  # noqa: BLE001 - the client hears of it as a status
+            if not self.sent:
+                self.owner.send_error(self.stream, as_serving_error(exc))
+                return
+        finally:
+            if self.timer is not None:
+                self.timer.cancel()
+            await answers.aclose()
+        self.owner.end_call(self.stream)
+
+    def cancel(self) -> None:
+        self.task.cancel()

@@ -3,7 +3,7 @@ clients or options (grpcio channel arguments) the default HTTP/2 front end does 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -34,8 +34,13 @@ class GrpcioServer:
         services: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
         for path, method in methods.items():
             service, name = path[1:].split("/")
-            services.setdefault(service, {})[name] = grpc.unary_unary_rpc_method_handler(
-                _behaviour(method.handler),
+            make = (
+                grpc.unary_stream_rpc_method_handler
+                if method.streaming
+                else grpc.unary_unary_rpc_method_handler
+            )
+            services.setdefault(service, {})[name] = make(
+                (_stream_behaviour if method.streaming else _behaviour)(method.handler),
                 request_deserializer=method.request_type.FromString,
                 response_serializer=_serialize,
             )
@@ -71,6 +76,19 @@ def _behaviour(handler: Callable[[Any], Awaitable[Any]]) -> Callable[[Any, Any],
     async def behaviour(request: Any, context: Any) -> Any:
         try:
             return await handler(request)
+        except ServingError as err:
+            await context.abort(err.grpc_code, err.message)
+
+    return behaviour
+
+
+def _stream_behaviour(
+    handler: Callable[[Any], AsyncIterator[Any]],
+) -> Callable[[Any, Any], AsyncIterator[Any]]:
+    async def behaviour(request: Any, context: Any) -> AsyncIterator[Any]:
+        try:
+            async for answer in handler(request):
+                yield answer
         except ServingError as err:
             await context.abort(err.grpc_code, err.message)
 

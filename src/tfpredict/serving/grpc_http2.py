@@ -437,6 +437,28 @@ class _Connection(FlowControl, asyncio.Protocol):
         self._write(frame(HEADERS, END_STREAM | END_HEADERS, stream.id, status_block(err)))
         self._close_stream(stream)
 
+    def send_message(self, stream: _Stream, message: bytes, first: bool) -> bool:
+        """A server-streaming call's next message (response HEADERS before the first) in one DATA frame;
+        False, and nothing sent, when the stream is gone or the peer's windows cannot take it now."""
+        data = length_prefixed(message)
+        n = len(data)
+        if self.streams.get(stream.id) is not stream or n > min(
+            self.send_window, stream.send_window, self.peer_max_frame
+        ):
+            return False
+        if first:
+            self._write(HEAD_PREFIX + stream.id.to_bytes(4, "big") + RESPONSE_HEADERS)
+        self.send_window -= n
+        stream.send_window -= n
+        self._write(frame(DATA, 0, stream.id, data))
+        return True
+
+    def end_call(self, stream: _Stream) -> None:
+        """A server-streaming call's end: OK trailers."""
+        if self.streams.get(stream.id) is stream:
+            self._write(TRAILERS_PREFIX + stream.id.to_bytes(4, "big") + OK_TRAILERS)
+            self._close_stream(stream)
+
     def _send_http_error(self, stream: _Stream, status: int) -> None:
         stream.body = None
         self._write(frame(HEADERS, END_STREAM | END_HEADERS, stream.id, http_status_block(status)))

@@ -125,6 +125,7 @@ class HttpServer:
         self.max_connections = connection_cap(self.limits.max_connections)
         self.refused = 0  # connections closed at once because max_connections were open
         self.timed_out = 0
+        self.extra_headers = ""  # header lines ("Name: value\r\n") on every answer (CORS: rest.py)
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -386,6 +387,7 @@ class HttpConnection(asyncio.Protocol):
             f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\n"
             f"Content-Type: {content_type.decode()}\r\nContent-Length: {len(body)}\r\n"
             + ("" if keep_alive else "Connection: close\r\n")
+            + self.server.extra_headers
             + "\r\n"
         )
         self.transport.write(head.encode() + body)  # type: ignore[union-attr]

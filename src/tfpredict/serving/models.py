@@ -24,8 +24,9 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 
 from ..errors import TfpredictError
 from .batcher import Batcher, LoopBatcher
-from .config import BatchingParameters, ModelConfig
+from .config import BatchingParameters, ModelConfig, per_model_batching
 from .json_codec import rows_to_examples
+from .loading import FailedLoad, LoadPolicy, assign_labels
 from .metrics import Metrics
 from .status import ServingError, as_serving_error
 
@@ -112,7 +113,8 @@ class _Model:
     config: ModelConfig
     status: dict[int, VersionStatus] = field(default_factory=dict)
     servables: dict[int, Servable] = field(default_factory=dict)
-    failed: dict[int, tuple[Any, ...]] = field(default_factory=dict)  # version -> fingerprint at failure
+    failed: dict[int, FailedLoad] = field(default_factory=dict)  # versions that failed to load
+    labels: dict[str, int] = field(default_factory=dict)  # the labels in force (assign_labels)
 
 
 def read_signature_defs(export_dir: Path, tags: list[str] | None = None) -> Any:
@@ -154,10 +156,10 @@ def _fingerprint(path: Path) -> tuple[Any, ...]:
 
 
 def _labelled(model: _Model, label: str) -> int:
-    """The version a label names in the model's config."""
-    if label not in model.config.labels:
+    """The version a label names (the labels in force: see ModelManager.assign_labels)."""
+    if label not in model.labels:
         raise ServingError("INVALID_ARGUMENT", f"Unrecognized servable version label: {label}")
-    return model.config.labels[label]
+    return model.labels[label]
 
 
 class ModelManager:
@@ -173,7 +175,11 @@ class ModelManager:
         poll_seconds: float = 1.0,
         warmup: Callable[[Servable], int] | None = None,
         model_process: Callable[[Path], Any] | None = None,
+        policy: LoadPolicy | None = None,
+        per_model_batching: bool = False,
     ) -> None:
+        self._policy = policy or LoadPolicy()  # load threads, retries, labels (loading.py)
+        self._per_model_batching = per_model_batching  # --enable_per_model_batching_parameters
         self._load_predictor = load_predictor
         self._model_process = model_process  # --batching_process: starts a ModelProcess for a version
         self._batching = batching
@@ -190,6 +196,8 @@ class ModelManager:
     def start(self) -> None:
         """Load what the configs ask for (blocking, like TF Serving's start-up), then watch the base paths."""
         self.sync()
+        for error in self.assign_labels():
+            log.error("%s: the label is not assigned", error)
         if self._poll_seconds > 0:
             self._poller = threading.Thread(target=self._poll, name="model-poller", daemon=True)
             self._poller.start()
@@ -224,6 +232,23 @@ class ModelManager:
                 log.info("Unloading model %s version %d (removed from the config)", s.name, s.version)
                 s.close()
             self._sync_all()
+            errors = self.assign_labels()
+        if errors:
+            raise ServingError("FAILED_PRECONDITION", errors[0])
+
+    def assign_labels(self) -> list[str]:
+        """Put the configs' version labels in force, by TF Serving's rule (loading.assign_labels); a model
+        whose labels break it keeps the labels it had. Returns the errors."""
+        errors = []
+        with self._lock:
+            for model in self._models.values():
+                available = {v for v, st in model.status.items() if st.state == AVAILABLE}
+                model.labels, error = assign_labels(
+                    model.config.name, model.config.labels, model.labels, available, self._policy
+                )
+                if error:
+                    errors.append(error)
+        return errors
 
     def sync(self) -> None:
         with self._sync_lock:
@@ -240,8 +265,7 @@ class ModelManager:
     def _sync_all(self) -> None:
         with self._lock:
             models = list(self._models.values())
-        for model in models:
-            self._sync_model(model)
+        self._policy.each(self._sync_model, models)  # --num_load_threads models at once
 
     def _sync_model(self, model: _Model) -> None:
         c = model.config
@@ -261,9 +285,8 @@ class ModelManager:
             if v in model.servables:
                 continue
             path = on_disk[v]
-            if v in model.failed:
-                if model.failed[v] == _fingerprint(path):
-                    continue
+            if v in model.failed and not model.failed[v].due(_fingerprint(path), self._policy):
+                continue
             self._load(model, v, path)
         with self._lock:
             available = [v for v in model.servables if v in wanted]
@@ -289,21 +312,24 @@ class ModelManager:
         log.info("Loading model %s version %d from %s", name, version, path)
         start = time.perf_counter()
         predictor = None
+        batching = self._batching
         try:
+            if batching is not None and self._per_model_batching:  # the version's own, or none
+                batching = per_model_batching(path, batching)
             predictor = self._load_predictor(path)
             servable = Servable(name, version, path, predictor, read_signature_defs(path, predictor.tags))
             if self._warmup is not None:
                 n = self._warmup(servable)
                 if n:
                     log.info("Model %s version %d: replayed %d warm-up requests", name, version, n)
-            if self._batching is not None and self._model_process is not None:
+            if batching is not None and self._model_process is not None:
                 child = self._model_process(path)
                 servable.batcher = LoopBatcher(
-                    self._batching, child.call, on_batch=self._batch_observer(name), close=child.close
+                    batching, child.call, on_batch=self._batch_observer(name), close=child.close
                 )
-            elif self._batching is not None:
+            elif batching is not None:
                 servable.batcher = Batcher(
-                    self._batching,
+                    batching,
                     servable.execute,
                     name=f"{name}-{version}",
                     on_batch=self._batch_observer(name),
@@ -316,10 +342,17 @@ class ModelManager:
             else:  # TensorFlow's own errors keep their code; anything else is UNKNOWN
                 err = as_serving_error(exc)
                 code, message = ("UNKNOWN" if err.code == "INTERNAL" else err.code), err.message
-            log.error("Model %s version %d at %s failed to load: %s", name, version, path, message)
+            fingerprint = _fingerprint(path)
             with self._lock:
                 model.status[version] = VersionStatus(version, END, code, message)
-                model.failed[version] = _fingerprint(path)
+                before = model.failed.get(version)
+                attempts = before.attempts + 1 if before and before.fingerprint == fingerprint else 1
+                model.failed[version] = FailedLoad(fingerprint, attempts, time.monotonic())
+            retries = max(0, self._policy.max_retries - attempts + 1)
+            log.error(
+                "Model %s version %d at %s failed to load: %s%s", name, version, path, message,
+                f" (retry in {self._policy.retry_interval_seconds:g}s, {retries} left)" if retries else "",
+            )  # fmt: skip
             return
         with self._lock:
             model.servables[version] = servable

@@ -122,6 +122,20 @@ def from_ndarray(arr: Any, out: tensor_pb2.TensorProto) -> None:
         getattr(out, _TYPES[enum][1]).extend(flat.tolist())
 
 
+def from_ndarray_packed(arr: Any, out: tensor_pb2.TensorProto) -> None:
+    """Fill a TensorProto with numbers as little-endian tensor_content bytes (strings stay string_val),
+    as TF Serving does with --enable_serialization_as_tensor_content."""
+    arr = np.asarray(arr)
+    enum = _NUMPY_TO_ENUM.get(arr.dtype) if arr.dtype.kind not in "OSU" else None
+    if enum is None:
+        from_ndarray(arr, out)
+        return
+    for d in arr.shape:
+        out.tensor_shape.dim.add().size = d
+    out.dtype = enum
+    out.tensor_content = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
+
+
 def shape_proto(shape: tuple[int | None, ...] | None) -> tensor_shape_pb2.TensorShapeProto:
     p = tensor_shape_pb2.TensorShapeProto()
     if shape is None:

@@ -3,6 +3,8 @@
 POST /v1/models/{name}[/versions/{v}|/labels/{l}]:(predict|classify|regress)
 GET  /v1/models/{name}[/versions/{v}|/labels/{l}][/metadata]
 GET  {prometheus path}  (when the monitoring config enables it)
+GET  /v1/health/live|ready, /v2/health/live|ready, /v2/models/{name}[/versions/{v}]/ready  (health.py)
+OPTIONS any path  (a CORS preflight, with --rest_api_enable_cors_support)
 
 Each request: decode JSON -> the kind's path (inference.py: batch -> predict -> unbatch) -> encode JSON.
 The HTTP/1.1 server that carries it is http1.py.
@@ -21,6 +23,7 @@ from urllib.parse import unquote
 from google.protobuf import json_format
 
 from . import json_codec
+from .health import Health, rest_answer
 from .inference import CLASSIFY, PREDICT, REGRESS, Answer, ExamplesRequest, InferenceService, Spec
 from .limits import Http1Limits
 from .metrics import Metrics
@@ -47,7 +50,11 @@ class RestApi:
         prometheus_path: str | None,
         timeout_ms: int = 0,
         limits: Http1Limits | None = None,
+        health: Health | None = None,
+        cors: bool = False,
     ) -> None:
+        self.health = health  # /v1/health/*, /v2/health/*, /v2/models/{name}/ready (health.py)
+        self.cors = cors  # --rest_api_enable_cors_support: OPTIONS preflight answered (headers: server.py)
         self.service = service
         self.metrics = metrics
         self.prometheus_path = prometheus_path
@@ -57,6 +64,11 @@ class RestApi:
     async def handle(self, method: str, path: str, body: bytes) -> tuple[int, bytes, bytes]:
         if self.prometheus_path and path == self.prometheus_path and method == "GET":
             return 200, self.metrics.render().encode(), b"text/plain; version=0.0.4"
+        if self.cors and method == "OPTIONS":  # a CORS preflight: the headers say what is allowed
+            return 200, b"", JSON
+        probe = rest_answer(self.health, method, path) if self.health is not None else None
+        if probe is not None:
+            return probe[0], json_codec.dumps(probe[1]), JSON
         if not path.lower().startswith("/v1/"):
             return 404, json_codec.encode_error(f"Not found: {method} {path}"), JSON
         start = time.perf_counter()

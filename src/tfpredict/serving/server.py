@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import os
@@ -21,7 +22,9 @@ from .config import (
     read_model_config_file,
     read_monitoring_config,
 )
+from .health import Health
 from .inference import InferenceService
+from .loading import LoadPolicy, predictor_factory
 from .memory import MemoryBudget
 from .metrics import Metrics
 from .models import ModelManager
@@ -46,21 +49,16 @@ def serve(options: ServeOptions, ready: threading.Event | None = None) -> int:
     if not options.port and not options.rest_api_port and not options.grpc_socket_path:
         raise UsageError("Give --port (gRPC), --grpc_socket_path and/or --rest_api_port (REST)")
 
-    from ..predictor import Predictor
-
-    def load_predictor(path: Path) -> Any:
-        return Predictor.load(
-            path,
-            intra_op_threads=options.tensorflow_intra_op_parallelism or None,
-            inter_op_threads=options.tensorflow_inter_op_parallelism or None,
-            tags=options.saved_model_tags,
-        )
+    load_predictor = predictor_factory(options)
 
     model_process = None
     if options.batching_process:
         if batching is None:
             raise UsageError("--batching_process runs batched calls: it needs --enable_batching")
         from .model_process import ModelProcess
+
+        if options.tensorflow_session_config_file or options.xla_cpu_compilation_enabled:
+            log.warning("--batching_process children get the thread flags only (no session config, no XLA)")
 
         def model_process(path: Path) -> Any:
             return ModelProcess(
@@ -78,17 +76,22 @@ def serve(options: ServeOptions, ready: threading.Event | None = None) -> int:
         batching=batching,
         metrics=metrics,
         poll_seconds=options.file_system_poll_wait_seconds,
-        warmup=warmup if options.enable_model_warmup else None,
+        warmup=(
+            functools.partial(warmup, iterations=options.num_request_iterations_for_warmup)
+            if options.enable_model_warmup
+            else None
+        ),
         model_process=model_process,
+        policy=LoadPolicy.from_options(options),
+        per_model_batching=options.enable_per_model_batching_parameters and batching is not None,
     )
-    manager.start()
-    # TensorFlow and the models leave ~350k objects that every full garbage collection would walk
-    # (~130 ms here, stalling all requests); requests make short-lived objects only. Freeze what is loaded.
-    gc.collect()
-    gc.freeze()
     cache = response_cache(options, metrics, manager)
     service = InferenceService(
-        manager, threads=options.rest_api_num_threads, cache=cache, request_log=request_log
+        manager,
+        threads=options.rest_api_num_threads,
+        cache=cache,
+        request_log=request_log,
+        method_name_check=options.enable_signature_method_name_check,
     )
     watcher = _ConfigWatcher(options, manager) if options.model_config_file else None
     try:
@@ -108,7 +111,11 @@ async def _run(
     tls: TlsConfig | None,
     ready: threading.Event | None,
 ) -> int:
+    """Listen first, then load the models (so that health probes answer while they load), then serve
+    until SIGTERM / SIGINT, then drain."""
     from .grpc_api import GrpcApi
+
+    health = Health(service.manager)
     from .http1 import HttpServer
     from .rest import RestApi
 
@@ -123,7 +130,13 @@ async def _run(
     budget = MemoryBudget(options.memory_budget_bytes)  # one for both front ends
     grpc_server: Any = None
     if options.port or options.grpc_socket_path:
-        methods = GrpcApi(service, metrics, service.manager.reload_config).methods()
+        methods = GrpcApi(
+            service,
+            metrics,
+            service.manager.reload_config,
+            health=health if options.enable_grpc_healthcheck_service else None,
+            tensor_content=options.enable_serialization_as_tensor_content,
+        ).methods()
         if options.grpc_frontend == "grpcio":
             from .grpc_grpcio import GrpcioServer
 
@@ -154,8 +167,13 @@ async def _run(
     http = None
     if options.rest_api_port:
         prometheus = monitoring.prometheus_path if monitoring.prometheus_enable else None
-        api = RestApi(service, metrics, prometheus, options.rest_api_timeout_in_ms)
+        cors = options.rest_api_enable_cors_support
+        api = RestApi(
+            service, metrics, prometheus, options.rest_api_timeout_in_ms, health=health, cors=cors
+        )
         http = HttpServer(api.handle, options.max_request_bytes, options.http1_limits, budget)
+        if cors:
+            http.extra_headers = CORS_HEADERS
         context = server_context(tls, [HTTP11]) if tls is not None else None
         await _bind(
             "REST",
@@ -172,10 +190,16 @@ async def _run(
         parts.append(f"REST at {options.host}:{http.port}")
     if tls is not None:
         parts.append("TLS on the TCP ports" + (", client certificates required" if tls.client_verify else ""))
-    log.info("tfpredict serve: %s; models: %s", ", ".join(parts), ", ".join(service.manager.names()))
-    if ready is not None:
-        ready.set()
-    await stop.wait()
+    stopped = asyncio.ensure_future(stop.wait())
+    loading = loop.run_in_executor(None, _load_models, service.manager)
+    await asyncio.wait({stopped, loading}, return_when=asyncio.FIRST_COMPLETED)
+    if loading.done():
+        loading.result()  # a bug while loading stops the server
+        log.info("tfpredict serve: %s; models: %s", ", ".join(parts), ", ".join(service.manager.names()))
+        if ready is not None:
+            ready.set()
+    await stopped
+    health.stopping = True  # readiness fails, Watch streams end, while in-flight requests drain
     log.info("Shutting down: draining in-flight requests (up to %.0fs)", options.drain_seconds)
     waits = []
     if http is not None:
@@ -184,6 +208,22 @@ async def _run(
         waits.append(grpc_server.stop(options.drain_seconds))
     await asyncio.gather(*waits)
     return 0
+
+
+CORS_HEADERS = (  # --rest_api_enable_cors_support: TF Serving's AddCORSHeaders
+    "Access-Control-Allow-Origin: *\r\n"
+    "Access-Control-Allow-Methods: POST, GET\r\n"
+    "Access-Control-Allow-Headers: Content-Type\r\n"
+)
+
+
+def _load_models(manager: ModelManager) -> None:
+    """The initial load (in a thread: the ports already answer, health says NOT_SERVING meanwhile)."""
+    manager.start()
+    # TensorFlow and the models leave ~350k objects that every full garbage collection would walk
+    # (~130 ms here, stalling all requests); requests make short-lived objects only. Freeze what is loaded.
+    gc.collect()
+    gc.freeze()
 
 
 def response_cache(options: ServeOptions, metrics: Metrics, manager: ModelManager) -> ResponseCache | None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from . import proto_codec
 from .inference import signature_of
@@ -14,8 +15,9 @@ WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_WARMUP_RECORDS = 1000
 
 
-def warmup(servable: Servable) -> int:
-    """Replay the version's PredictionLog records (up to MAX_WARMUP_RECORDS); returns how many."""
+def warmup(servable: Servable, iterations: int = 1) -> int:
+    """Replay the version's PredictionLog records (up to MAX_WARMUP_RECORDS), each `iterations` times
+    (--num_request_iterations_for_warmup; below 1: once); returns how many calls were replayed."""
     path = servable.path / WARMUP_FILE
     if not path.is_file():
         return 0
@@ -27,22 +29,28 @@ def warmup(servable: Servable) -> int:
         if count >= MAX_WARMUP_RECORDS:
             break
         entry = prediction_log_pb2.PredictionLog.FromString(record)
-        kind = entry.WhichOneof("log_type")
-        p = servable.predictor
-        if kind == "predict_log":
-            req = entry.predict_log.request
-            sig = signature_of(servable, req.model_spec.signature_name)
-            inputs = {k: proto_codec.to_ndarray(v, k) for k, v in req.inputs.items()}
-            p.run(inputs, signature=sig.name, outputs=list(req.output_filter) or None)
-        elif kind in ("classify_log", "regress_log", "multi_inference_log"):
-            req = getattr(entry, kind).request
-            examples = proto_codec.serialized_examples(req.input)
-            tasks = req.tasks if kind == "multi_inference_log" else [req]
-            for task in tasks:
-                sig = signature_of(servable, task.model_spec.signature_name)
-                (key,) = sig.inputs
-                p.run({key: examples}, signature=sig.name)
-        else:
-            raise ServingError("INVALID_ARGUMENT", f"Unsupported warm-up log type {kind!r} in {path}")
+        for _ in range(max(1, iterations)):
+            _replay(servable, entry, path)
         count += 1
-    return count
+    return count * max(1, iterations)
+
+
+def _replay(servable: Servable, entry: Any, path: Any) -> None:
+    """One warm-up record, straight on the version's Predictor."""
+    kind = entry.WhichOneof("log_type")
+    p = servable.predictor
+    if kind == "predict_log":
+        req = entry.predict_log.request
+        sig = signature_of(servable, req.model_spec.signature_name)
+        inputs = {k: proto_codec.to_ndarray(v, k) for k, v in req.inputs.items()}
+        p.run(inputs, signature=sig.name, outputs=list(req.output_filter) or None)
+    elif kind in ("classify_log", "regress_log", "multi_inference_log"):
+        req = getattr(entry, kind).request
+        examples = proto_codec.serialized_examples(req.input)
+        tasks = req.tasks if kind == "multi_inference_log" else [req]
+        for task in tasks:
+            sig = signature_of(servable, task.model_spec.signature_name)
+            (key,) = sig.inputs
+            p.run({key: examples}, signature=sig.name)
+    else:
+        raise ServingError("INVALID_ARGUMENT", f"Unsupported warm-up log type {kind!r} in {path}")
