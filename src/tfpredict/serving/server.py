@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 def serve(options: ServeOptions, ready: threading.Event | None = None) -> int:
     """Run the model server until SIGTERM / SIGINT; returns the process exit code."""
     configs = options.model_configs()  # config errors surface before anything loads
+    load_predictor = predictor_factory(options)  # and session ones (threads, ConfigProto file)
     batching: BatchingParameters | None = None
     if options.enable_batching:
         batching = read_batching_parameters(options.batching_parameters_file)
@@ -48,8 +49,6 @@ def serve(options: ServeOptions, ready: threading.Event | None = None) -> int:
     tls = read_ssl_config(options.ssl_config_file)
     if not options.port and not options.rest_api_port and not options.grpc_socket_path:
         raise UsageError("Give --port (gRPC), --grpc_socket_path and/or --rest_api_port (REST)")
-
-    load_predictor = predictor_factory(options)
 
     model_process = None
     if options.batching_process:
@@ -168,9 +167,7 @@ async def _run(
     if options.rest_api_port:
         prometheus = monitoring.prometheus_path if monitoring.prometheus_enable else None
         cors = options.rest_api_enable_cors_support
-        api = RestApi(
-            service, metrics, prometheus, options.rest_api_timeout_in_ms, health=health, cors=cors
-        )
+        api = RestApi(service, metrics, prometheus, options.rest_api_timeout_in_ms, health=health, cors=cors)
         http = HttpServer(api.handle, options.max_request_bytes, options.http1_limits, budget)
         if cors:
             http.extra_headers = CORS_HEADERS
