@@ -225,7 +225,8 @@ def report(args: argparse.Namespace, tf_version: str, bulk: dict, p50s: dict, es
     print(f"|{'-' * 60}|{'-' * 13}|{'-' * 9}|{'-' * 14}|")
     for name, rate, sp in table:
         shown = f"{sp:.0%}" if sp is not None else ""
-        print(f"| {name:<58} | {rate:>11,.0f} | {shown:>7} | {ours / rate:>11,.2f}x |")
+        shown_rate = f"{rate:,.0f}" if rate >= 100 else f"{rate:.2f}"
+        print(f"| {name:<58} | {shown_rate:>11} | {shown:>7} | {ours / rate:>11,.1f}x |")
     print(
         f"\nPredictor.predict / model alone, per round: median {ratio:.3f} "
         f"(rounds {min(bulk['ratio']):.3f}-{max(bulk['ratio']):.3f})"

@@ -208,10 +208,11 @@ def test_serialized_input_for(dnn: Predictor) -> None:
 
 # ---------------------------------------------------------------- internal batches: overlap, order, errors
 class _ThreadRecorder(Predictor):
-    """A real Predictor that notes which thread ran each model call."""
+    """A real Predictor that notes, at each model call, its thread and whether a conversion thread exists."""
 
     def predict_feeds(self, feeds, *, outputs=None):  # type: ignore[no-untyped-def]
-        self.model_threads.append(threading.current_thread().name)
+        helpers = [t.name for t in threading.enumerate() if t.name.startswith("tfpredict-convert")]
+        self.calls.append((threading.current_thread().name, bool(helpers)))
         return super().predict_feeds(feeds, outputs=outputs)
 
 
@@ -221,17 +222,18 @@ def test_batches_give_the_rows_answers_in_input_order(batch_size: int) -> None:
         assert_matches(predictor.predict(DNN.read_csv(predictor)), DNN.expected, f"batch_size={batch_size}")
 
 
-def test_one_batch_runs_in_the_callers_thread_and_more_overlap() -> None:
+def test_one_batch_has_no_helper_thread_and_more_convert_in_one() -> None:
+    me = threading.current_thread().name
     with _ThreadRecorder.load(DNN.export, batch_size=64) as predictor:
-        predictor.model_threads = []
+        predictor.calls = []
         frame = DNN.read_csv(predictor)
         predictor.predict(frame)  # 50 rows: one batch, no helper thread
-        assert predictor.model_threads == [threading.current_thread().name]
+        assert predictor.calls == [(me, False)]
         predictor.batch_size = 16
-        predictor.model_threads = []
+        predictor.calls = []
         assert_matches(predictor.predict(frame), DNN.expected)  # 4 batches
-        assert len(predictor.model_threads) == 4
-        assert all(name.startswith("tfpredict-model") for name in predictor.model_threads)
+        assert [thread for thread, _ in predictor.calls] == [me] * 4  # the model: the caller's thread
+        assert predictor.calls[0][1]  # while it runs batch 0, batch 1 is converted in a helper thread
 
 
 @pytest.mark.parametrize("bad_row", [3, 9, 21, 49])
@@ -277,6 +279,19 @@ def test_overlapped_raises_the_first_failure_in_loop_order() -> None:
         overlapped([0, 3, 2, 4], prepare, call)
     assert events[-1] in ("call 3", "prepare 2") and "call 3" in events and "prepare 4" not in events
     assert overlapped([0, 3, 4], prepare, call) == [0, 30, 40]
+    threads: list[tuple[str, str]] = []
+    overlapped(
+        [0, 1, 2],
+        lambda i: threads.append(("prepare", threading.current_thread().name)) or i,
+        lambda i: threads.append(("call", threading.current_thread().name)) or i,
+    )
+    me = threading.current_thread().name
+    assert [t for what, t in threads if what == "call"] == [me] * 3
+    assert [t.startswith("tfpredict-convert") for what, t in threads if what == "prepare"] == [
+        False,
+        True,
+        True,
+    ]
     assert overlapped([], prepare, call) == []
 
 

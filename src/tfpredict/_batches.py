@@ -1,6 +1,6 @@
-"""The internal batches of one predict() call: the model call on batch i runs in a helper thread while the
-caller's thread converts batch i+1 (both release the GIL for most of their work), and errors come out as a
-plain loop would raise them: in input order, row numbers counted from the start of the whole input."""
+"""The internal batches of one predict() call: a helper thread converts batch i+1 while the caller's thread
+runs the model on batch i (both release the GIL for most of their work), and errors come out as a plain loop
+would raise them: in input order, row numbers counted from the start of the whole input."""
 
 from __future__ import annotations
 
@@ -24,24 +24,29 @@ def overlapped(
 ) -> list[Result]:
     """[call(prepare(s)) for s in starts], with prepare of the next start overlapping call of this one.
 
-    One helper thread (none for a single start). At most two prepared batches exist at once. The first
-    failure in loop order is raised: a model error of batch i comes before a conversion error of batch i+1,
-    which waits until batch i's call is done.
+    call runs in the caller's thread, prepare of every start but the first in one helper thread (none for a
+    single start), one start ahead: at most two prepared batches exist at once. The model's results never
+    wait for a thread switch, and the next batch is usually ready when the model is done (conversion is the
+    shorter step). The first failure in loop order is raised: a model error of batch i comes before a
+    conversion error of batch i+1, which is raised only once batch i's call is done.
     """
     if len(starts) <= 1:
         return [call(prepare(s)) for s in starts]
     results: list[Result] = []
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tfpredict-model") as pool:
-        running: Future[Result] = pool.submit(call, prepare(starts[0]))
-        for start in starts[1:]:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tfpredict-convert") as pool:
+        ready = prepare(starts[0])
+        for k in range(len(starts)):
+            upcoming: Future[Prepared] | None = None
+            if k + 1 < len(starts):
+                upcoming = pool.submit(prepare, starts[k + 1])
             try:
-                ready = prepare(start)
+                results.append(call(ready))
             except BaseException:
-                running.result()  # an error of the call before it was first in loop order
+                if upcoming is not None:
+                    upcoming.cancel()  # if it already runs, leaving the pool waits for it
                 raise
-            results.append(running.result())
-            running = pool.submit(call, ready)
-        results.append(running.result())
+            if upcoming is not None:
+                ready = upcoming.result()
     return results
 
 
