@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,9 @@ def free_port() -> int:
 class Server:
     """A `python -m tfpredict serve` process; starts at once, `wait()` blocks until it answers."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, *args: str, env: dict[str, str] | None = None, preexec: Callable[[], None] | None = None
+    ) -> None:
         self.grpc_port = free_port()
         self.rest_port = free_port()
         self.args = [
@@ -43,7 +46,12 @@ class Server:
         full_env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         full_env.update(env or {})
         self.proc = subprocess.Popen(
-            self.args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=full_env, text=True
+            self.args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=full_env,
+            text=True,
+            preexec_fn=preexec,  # e.g. a lower fd limit for the server alone
         )
         self.lines: list[str] = []
         self._ready = threading.Event()

@@ -33,6 +33,8 @@ class Running:
         assert self.ready.wait(10)
 
     async def _handle(self, method: str, path: str, body: bytes) -> tuple[int, bytes, bytes]:
+        if path == "/slow":
+            await asyncio.sleep(1.0)
         return 200, b'{"echo": %d}' % len(body), b"application/json"
 
     def _run(self) -> None:
@@ -154,9 +156,25 @@ def test_idle_keep_alive_connection_is_closed(server: Running) -> None:
         assert time.monotonic() - started >= LIMITS.idle_timeout_seconds - LIMITS.timer_interval_seconds
 
 
-def test_connections_beyond_the_cap_get_503_and_others_are_served_after(server: Running) -> None:
+def test_at_the_cap_the_oldest_idle_connection_makes_room(server: Running) -> None:
+    """Slowloris holds idle or stalled connections: at the cap the oldest is closed, the new client served."""
     socks = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(LIMITS.max_connections)]
     try:
+        socks[0].sendall(b"GET / HTTP/1.1\r\nHost: a\r\n")  # stalled in its headers
+        time.sleep(0.3)
+        assert normal_call(server.port).startswith(b"HTTP/1.1 200")
+        socks[0].settimeout(2)
+        assert socks[0].recv(100) == b""  # the oldest was closed to make room
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_at_the_cap_with_every_connection_busy_a_new_one_gets_503(server: Running) -> None:
+    socks = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(LIMITS.max_connections)]
+    try:
+        for s in socks:
+            s.sendall(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")  # each held in the handler for a second
         time.sleep(0.3)
         extra = exchange(server.port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         assert extra.startswith(b"HTTP/1.1 503")

@@ -131,16 +131,21 @@ class _Connection(FlowControl, asyncio.Protocol):
         self.closed = False
         self.account = server.budget.account()
         self.opened = time.monotonic()
+        self.write_paused = False
+        self.reading_paused = False
+        self.continue_scheduled = False
+        self.starting: list[tuple[_Stream, bytearray]] = []  # complete requests of this turn
+        self.discarded = 0  # DATA bytes received on streams we had already ended
 
     # ------------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        if len(self.server.connections) >= self.server.max_connections:
+        if len(self.server.connections) >= self.server.max_connections and not self.server.make_room():
             self.server.refused += 1  # past the cap (below the fd limit): closed before a byte is read
             self.closed = True
             transport.close()
             return
-        self.server.connections.add(self)
+        self.server.connections[self] = None
         settings = setting_pairs(
             [
                 (Setting.MAX_CONCURRENT_STREAMS, self.limits.max_concurrent_streams),
@@ -157,25 +162,49 @@ class _Connection(FlowControl, asyncio.Protocol):
         if self.closed:
             return
         self.buffer += data
+        self._read()
+
+    def _read(self) -> None:
+        """Handle at most frames_per_turn frames, then let the loop serve other connections: a client
+        that sends a megabyte of small frames at once costs the others one turn, not the whole megabyte."""
+        self.continue_scheduled = False
         try:
-            self._read_frames()
+            more = self._read_frames()
         except H2Error as exc:
             log.debug("gRPC connection error %d: %s", exc.code, exc)
             self.goaway(exc.code, str(exc))
             self._flush()
             self.close()
+            return
+        if more and not self.closed:
+            self.continue_scheduled = True
+            self.loop.call_soon(self._read)
+        self._flow()
+
+    def _flow(self) -> None:
+        """Read from the socket only while the client reads our answers and its frames are handled."""
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        stop = self.write_paused or self.continue_scheduled
+        if stop and not self.reading_paused:
+            self.reading_paused = True
+            transport.pause_reading()
+        elif not stop and self.reading_paused:
+            self.reading_paused = False
+            transport.resume_reading()
 
     def pause_writing(self) -> None:  # the client does not read (PING ACKs, answers): stop reading it
-        if self.transport is not None:
-            self.transport.pause_reading()
+        self.write_paused = True
+        self._flow()
 
     def resume_writing(self) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.resume_reading()
+        self.write_paused = False
+        self._flow()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.server.connections.discard(self)
+        self.server.connections.pop(self, None)
         for stream in self.streams.values():
             self._cancel(stream)
         self.streams.clear()
@@ -197,21 +226,28 @@ class _Connection(FlowControl, asyncio.Protocol):
             self.transport.abort()
 
     # ------------------------------------------------------------------ reading
-    def _read_frames(self) -> None:
+    def _read_frames(self) -> bool:
+        """Handle the complete frames in the buffer, up to frames_per_turn; True when more are left."""
         buf = self.buffer
         pos = 0
         if not self.preface_seen:
             if len(buf) < len(PREFACE):
                 if not PREFACE.startswith(bytes(buf)):
                     raise H2Error(ErrorCode.PROTOCOL_ERROR, "not an HTTP/2 client preface (is this gRPC?)")
-                return
+                return False
             if buf[: len(PREFACE)] != PREFACE:
                 raise H2Error(ErrorCode.PROTOCOL_ERROR, "not an HTTP/2 client preface (is this gRPC?)")
             self.preface_seen = True
             pos = len(PREFACE)
         end = len(buf)
         max_frame = self.limits.max_frame_size
+        budget = self.limits.frames_per_turn
+        more = False
         while end - pos >= FRAME_HEAD_SIZE and not self.closed:
+            if budget == 0:
+                more = True
+                break
+            budget -= 1
             hi, lo, ftype, flags, stream_id = FRAME_HEAD.unpack_from(buf, pos)
             length = hi << 16 | lo
             if length > max_frame:
@@ -223,6 +259,18 @@ class _Connection(FlowControl, asyncio.Protocol):
             pos = stop
             self._onframe(ftype, flags, stream_id & 0x7FFFFFFF, payload)
         del buf[:pos]
+        self._start_calls()
+        return more
+
+    def _start_calls(self) -> None:
+        """Start the calls whose requests completed in this turn, once its frames are all handled: a call
+        whose stream a later frame of the same turn reset (rapid reset) is dropped before it runs."""
+        starting, self.starting = self.starting, []
+        limit = self.server.max_message_bytes
+        for stream, body in starting:
+            if self.streams.get(stream.id) is stream and not self.closed:
+                method = self.server.methods[stream.path]
+                stream.call = start_call(self, stream, method, body, stream.encoding, stream.deadline, limit)
 
     def _onframe(self, ftype: int, flags: int, stream_id: int, payload: bytes) -> None:
         if self.header_block is not None and ftype != CONTINUATION:
@@ -244,6 +292,8 @@ class _Connection(FlowControl, asyncio.Protocol):
             payload = unpad(flags, payload)
             if flags & PRIORITY_FLAG:
                 payload = payload[5:]
+            if len(payload) > 2 * self.limits.max_header_list:
+                raise H2Error(ErrorCode.COMPRESSION_ERROR, "header block too large")
             if flags & END_HEADERS:
                 self._on_headers(stream_id, bool(flags & END_STREAM), payload)
             else:
@@ -332,8 +382,11 @@ class _Connection(FlowControl, asyncio.Protocol):
         if stream is None:
             if stream_id > self.last_stream:
                 raise H2Error(ErrorCode.PROTOCOL_ERROR, f"DATA on idle stream {stream_id}")
-            if stream_id in self.reset_by_us:
-                return  # answered, refused or reset by us: discard what was in flight
+            if stream_id in self.reset_by_us:  # answered, refused or reset by us: discard what was in flight
+                self.discarded += size
+                if self.discarded > max(2 * self.server.max_message_bytes, 1 << 20):  # it ignores RST_STREAM
+                    raise H2Error(ErrorCode.ENHANCE_YOUR_CALM, "DATA kept coming on streams already ended")
+                return
             raise H2Error(ErrorCode.STREAM_CLOSED, f"DATA on closed stream {stream_id}")
         if stream.remote_closed:
             self.reset(stream_id, ErrorCode.STREAM_CLOSED)
@@ -378,9 +431,7 @@ class _Connection(FlowControl, asyncio.Protocol):
         if body is None:  # already answered (an error)
             return
         stream.body = None
-        method = self.server.methods[stream.path]
-        limit = self.server.max_message_bytes
-        stream.call = start_call(self, stream, method, body, stream.encoding, stream.deadline, limit)
+        self.starting.append((stream, body))
 
     def _cancel(self, stream: _Stream) -> None:
         stream.body = None
@@ -532,11 +583,24 @@ class GrpcServer:
         self.max_message_bytes = max_message_bytes
         self.limits = limits or Http2Limits()
         self.budget = budget or MemoryBudget()
-        self.connections: set[_Connection] = set()
+        self.connections: dict[_Connection, None] = {}  # in the order they were opened
         self.max_connections = connection_cap(self.limits.max_connections)
-        self.refused = 0  # connections closed at once because max_connections were open
+        self.refused = 0  # connections closed at once because max_connections were open and busy
+        self.evicted = 0  # connections without a call closed to make room for a new one
         self._servers: list[asyncio.base_events.Server] = []
         self._sweeper: asyncio.Task[None] | None = None
+
+    def make_room(self) -> bool:
+        """At the connection cap: close the oldest connection with no call open (GOAWAY first: a client
+        reconnects when it needs to). False when every open connection has calls under way."""
+        for c in self.connections:
+            if not c.streams:
+                self.evicted += 1
+                c.goaway()
+                c.close()
+                self.connections.pop(c, None)
+                return True
+        return False
 
     def _start_sweeping(self) -> None:
         if self._sweeper is None:

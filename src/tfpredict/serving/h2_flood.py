@@ -62,10 +62,11 @@ class FloodGuard:
         return self.buckets[kind].take()
 
 
-def table_size_updates(block: bytes) -> int:
-    """How many HPACK dynamic table size updates (001xxxxx, a 5-bit prefix integer) open a header block."""
+def table_size_updates(block: bytes, stop_after: int = 2) -> int:
+    """How many HPACK dynamic table size updates (001xxxxx, a 5-bit prefix integer) open a header block,
+    counted up to one more than `stop_after` (a block of a million of them costs no more than three)."""
     count, i, n = 0, 0, len(block)
-    while i < n and block[i] & 0xE0 == 0x20:
+    while i < n and block[i] & 0xE0 == 0x20 and count <= stop_after:
         count += 1
         i += 1
         if block[i - 1] & 0x1F == 0x1F:  # the integer continues in bytes with the high bit set

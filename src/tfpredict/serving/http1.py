@@ -119,11 +119,12 @@ class HttpServer:
         self.max_request_bytes = max_request_bytes
         self.limits = limits or Http1Limits()
         self.budget = budget or MemoryBudget()
-        self.connections: set[HttpConnection] = set()
+        self.connections: dict[HttpConnection, None] = {}  # in the order they were opened
         self.tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
         self.inflight = 0
         self.max_connections = connection_cap(self.limits.max_connections)
-        self.refused = 0  # connections closed at once because max_connections were open
+        self.refused = 0  # connections closed at once because max_connections were open and busy
+        self.evicted = 0  # idle or stalled connections closed to make room for a new one
         self.timed_out = 0
         self.extra_headers = ""  # header lines ("Name: value\r\n") on every answer (CORS: rest.py)
         self._server: asyncio.Server | None = None
@@ -151,6 +152,18 @@ class HttpServer:
             for c in [c for c in self.connections if c.deadline < now]:
                 c.time_out()
             shed_slow_readers(self.budget, self.connections)
+
+    def make_room(self) -> bool:
+        """At the connection cap: close the oldest connection with no request being answered (idle, or
+        stalled in its headers or body: what slowloris holds), as nginx reuses keep-alive connections.
+        False when every open connection has a request under way."""
+        for c in self.connections:
+            if not c.busy:
+                self.evicted += 1
+                c.drop()
+                self.connections.pop(c, None)
+                return True
+        return False
 
     @property
     def port(self) -> int:
@@ -192,13 +205,13 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        if len(self.server.connections) >= self.server.max_connections:
+        if len(self.server.connections) >= self.server.max_connections and not self.server.make_room():
             self.server.refused += 1
             self.closing = True
             self._write(503, json_codec.encode_error("Too many open connections"), JSON, keep_alive=False)
             transport.close()
             return
-        self.server.connections.add(self)
+        self.server.connections[self] = None
         transport.set_write_buffer_limits(high=1 << 20)  # type: ignore[attr-defined]
 
     def pause_writing(self) -> None:  # the client is not reading: stop reading its requests
@@ -240,7 +253,7 @@ class HttpConnection(asyncio.Protocol):
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server.connections.discard(self)
+        self.server.connections.pop(self, None)
         self.closing = True
         self.buf.clear()
         self._chunks = []

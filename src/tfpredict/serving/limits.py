@@ -37,6 +37,7 @@ class Http2Limits:
     reset_memory: int = 4096  # streams remembered as ended by us: frames still in flight are not errors
     header_cache_entries: int = 256  # decoded request header blocks remembered per connection
     goaway_message_bytes: int = 200  # debug data sent with a GOAWAY
+    frames_per_turn: int = 256  # frames of one connection handled per turn of the event loop
     preface_timeout_seconds: float = 10.0  # a connection that has not sent the client preface is closed
     max_connections: int = 0  # open connections at once; 0: from the fd limit (see connection_cap)
     timer_interval_seconds: float = 0.5  # how often the preface deadline and the memory budget are checked

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-DEFAULT_BUDGET_BYTES = 256 * 1024 * 1024
+DEFAULT_BUDGET_BYTES = 192 * 1024 * 1024
 DEFAULT_ALLOWANCE_BYTES = 64 * 1024
 
 

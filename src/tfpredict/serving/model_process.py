@@ -24,6 +24,9 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +83,26 @@ class ModelProcess:
             self._proc.wait(timeout=10)
             why = self._last_error() if ready else f"not ready after {START_TIMEOUT:.0f}s"
             raise ModelLoadError(f"The model process for {path} failed to load it: {why}")
+        self._stopping = False
+        self.on_exit: Callable[[], None] | None = None  # called (in a watcher thread) if the child dies
+        threading.Thread(target=self._watch, name=f"model-process-{self._proc.pid}", daemon=True).start()
+
+    def _watch(self) -> None:
+        """Wait for the child's exit: killed by the OS (OOM), crashed, or stopped by close()."""
+        self._proc.wait()
+        if self._stopping:
+            return
+        loop = self._loop
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._died)
+            except RuntimeError:  # the loop is closed
+                pass
+        else:
+            self._dead = True
+            log.error("The model process for %s exited: %s", self.path, self._last_error())
+        if self.on_exit is not None:
+            self.on_exit()
 
     def _last_error(self) -> str:
         self._stderr.seek(0)
@@ -152,6 +175,7 @@ class ModelProcess:
 
     def close(self) -> None:
         """Stop the child (from any thread); calls still pending fail as UNAVAILABLE."""
+        self._stopping = True
         loop = self._loop
         if loop is not None and not loop.is_closed():
             try:  # the reader is removed on the loop's thread, before the child's end of file arrives
@@ -169,6 +193,55 @@ class ModelProcess:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
+
+
+class SupervisedModelProcess:
+    """A ModelProcess started again when it dies, as TF Serving's servable manager would reload a version:
+    `on_state("LOADING")` when the child is gone, `on_state("AVAILABLE")` when its successor is ready.
+    Calls made meanwhile fail at once as UNAVAILABLE (the batcher never waits on a dead child)."""
+
+    RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)  # back-off between failed starts, then every 30 s
+
+    def __init__(self, start: Callable[[], ModelProcess], on_state: Callable[[str], None]) -> None:
+        self._start = start
+        self._on_state = on_state
+        self._closed = False
+        self.restarts = 0
+        self.child = self._supervise(start())
+
+    def _supervise(self, child: ModelProcess) -> ModelProcess:
+        child.on_exit = self._restart
+        return child
+
+    def call(self, loop: asyncio.AbstractEventLoop, key: Any, data: Any) -> asyncio.Future[Any]:
+        return self.child.call(loop, key, data)
+
+    def _restart(self) -> None:
+        """In the dead child's watcher thread: start a new child until one loads or we are closed."""
+        if self._closed:
+            return
+        self._on_state("LOADING")
+        attempt = 0
+        while not self._closed:
+            log.warning("Restarting the model process for %s", self.child.path)
+            try:
+                child = self._start()
+            except ModelLoadError as exc:
+                log.error("%s", exc.message)
+                time.sleep(self.RETRY_SECONDS[min(attempt, len(self.RETRY_SECONDS) - 1)])
+                attempt += 1
+                continue
+            if self._closed:
+                child.close()
+                return
+            self.restarts += 1
+            self.child = self._supervise(child)
+            self._on_state("AVAILABLE")
+            return
+
+    def close(self) -> None:
+        self._closed = True
+        self.child.close()
 
 
 def main(argv: list[str] | None = None) -> int:

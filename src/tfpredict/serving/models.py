@@ -28,6 +28,7 @@ from .config import BatchingParameters, ModelConfig, per_model_batching
 from .json_codec import rows_to_examples
 from .loading import FailedLoad, LoadPolicy, assign_labels
 from .metrics import Metrics
+from .model_process import SupervisedModelProcess
 from .status import ServingError, as_serving_error
 
 log = logging.getLogger(__name__)
@@ -133,11 +134,22 @@ def read_signature_defs(export_dir: Path, tags: list[str] | None = None) -> Any:
 
 
 def list_versions(base_path: str) -> dict[int, Path]:
+    """The numeric version directories of a base path ({} when it does not exist). OSError when it, or a
+    version entry, cannot be read (permissions, a symlink loop): the caller keeps what it serves."""
     try:
         entries = list(os.scandir(base_path))
-    except OSError:
+    except FileNotFoundError:
         return {}
-    return {int(e.name): Path(e.path) for e in entries if e.name.isdigit() and e.is_dir()}
+    versions = {}
+    for e in entries:
+        if e.name.isdigit():
+            try:
+                is_dir = e.is_dir()
+            except OSError as exc:
+                raise OSError(exc.errno, f"{exc.strerror} (version entry {e.name})", e.path) from exc
+            if is_dir:
+                versions[int(e.name)] = Path(e.path)
+    return versions
 
 
 def _fingerprint(path: Path) -> tuple[Any, ...]:
@@ -265,7 +277,20 @@ class ModelManager:
     def _sync_all(self) -> None:
         with self._lock:
             models = list(self._models.values())
-        self._policy.each(self._sync_model, models)  # --num_load_threads models at once
+        self._policy.each(self._sync_one, models)  # --num_load_threads models at once
+
+    def _sync_one(self, model: _Model) -> None:
+        try:
+            self._sync_model(model)
+        except OSError as exc:  # this base path only: the other models keep being polled
+            where = exc.filename or model.config.base_path
+            log.error(
+                "Model %s: cannot read %s: %s; serving the versions loaded before, retrying every poll",
+                model.config.name, where, exc.strerror or exc,
+            )  # fmt: skip
+            if not model.servables:
+                message = f"Cannot read {where} for model {model.config.name}: {exc.strerror or exc}"
+                model.status[-1] = VersionStatus(-1, END, "NOT_FOUND", message)
 
     def _sync_model(self, model: _Model) -> None:
         c = model.config
@@ -323,7 +348,8 @@ class ModelManager:
                 if n:
                     log.info("Model %s version %d: replayed %d warm-up requests", name, version, n)
             if batching is not None and self._model_process is not None:
-                child = self._model_process(path)
+                spawn = self._model_process
+                child = SupervisedModelProcess(lambda: spawn(path), self._status_setter(model, version))
                 servable.batcher = LoopBatcher(
                     batching, child.call, on_batch=self._batch_observer(name), close=child.close
                 )
@@ -361,6 +387,17 @@ class ModelManager:
         micros = (time.perf_counter() - start) * 1e6
         self._metrics.load_latency.observe(micros, name, str(version))
         log.info("Model %s version %d is AVAILABLE (loaded in %.2fs)", name, version, micros / 1e6)
+
+    def _status_setter(self, model: _Model, version: int) -> Callable[[str], None]:
+        """For a version's model process: LOADING while it is restarted, AVAILABLE again once it is."""
+
+        def set_state(state: str) -> None:
+            with self._lock:
+                if version in model.servables:  # not being unloaded meanwhile
+                    model.status[version] = VersionStatus(version, state)
+            log.warning("Model %s version %d is %s (its model process)", model.config.name, version, state)
+
+        return set_state
 
     def _batch_observer(self, name: str) -> Callable[[int, list[float]], None]:
         metrics = self._metrics
