@@ -41,6 +41,8 @@ SLOW_MODULES = {
     "serving/test_flags.py": "model-server processes with TF Serving's flags",
     "serving/test_hostile_http1.py": "a loopback server waiting out its timeouts",
     "serving/test_hostile_http2.py": "a loopback server under floods",
+    "serving/test_hostile_clients.py": "a model-server process under 16 attacks",
+    "serving/test_recovery.py": "model-server processes with a killed child and unreadable paths",
     "serving/test_hot_reload.py": "a model-server process",
     "serving/test_tf_serving_compat.py": "model-server processes",
     "serving/test_tls.py": "model-server processes with TLS",
