@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,56 +17,11 @@ pytest.importorskip("ray")
 
 from ..conftest import load_fixture  # noqa: E402
 from .conftest import read_rows, split_inputs  # noqa: E402
+from .processes import free_port, stop_cluster  # noqa: E402
 
 # 127.0.0.2, not 127.0.0.1: Ray replaces "127.0.0.1" by the machine's network address; any other loopback
 # address it takes as given, so both nodes stay on the loopback interface.
 NODE_IP = "127.0.0.2"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def stop_cluster(marker: str, timeout: float = 20.0) -> None:
-    """Stop the processes of one cluster: those whose command line names its temp dir, and their children.
-
-    Not `ray stop --force`, which kills every Ray process on the machine (another test run's, a benchmark's).
-    """
-    pids = _with_descendants({pid for pid, cmd in _processes().items() if marker in cmd})
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
-            time.sleep(0.2)
-
-
-def _processes() -> dict[int, str]:
-    found = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            with contextlib.suppress(OSError):
-                found[int(d.name)] = (
-                    (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                )
-    return found
-
-
-def _with_descendants(roots: set[int]) -> set[int]:
-    parents: dict[int, int] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                parents[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-    found, grew = set(roots), True
-    while grew:
-        children = {pid for pid, ppid in parents.items() if ppid in found} - found
-        found |= children
-        grew = bool(children)
-    return found
 
 
 def _ray(*args: str, env: dict[str, str]) -> None:
@@ -82,7 +33,7 @@ def _ray(*args: str, env: dict[str, str]) -> None:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
     """A head node and a second node with 1 CPU each (the second has a `node2` resource), token-authenticated
     with a token made for this test."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "RAY_AUTH_MODE": "token",

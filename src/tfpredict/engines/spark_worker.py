@@ -106,7 +106,8 @@ def _this_worker() -> WorkerStats:
     from pyspark import SparkFiles
 
     host = socket.gethostname()
-    root = hashlib.sha1(SparkFiles.getRootDirectory().encode()).hexdigest()[:8]
+    # An executor's files directory (its working directory on a cluster: SparkFiles gives "." there).
+    root = hashlib.sha1(os.path.abspath(SparkFiles.getRootDirectory()).encode()).hexdigest()[:8]
     return WorkerStats(f"{host}/{root}", f"{host}:{os.getcwd()}", os.getpid())
 
 
