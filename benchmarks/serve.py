@@ -17,6 +17,10 @@ how many rows each model call of the batching-on server merged.
                                [--event_loop asyncio|uvloop]
                                [--max_batch_size 32] [--batch_timeout_micros 0] [--num_batch_threads 2]
                                [--[no-]batching_process]
+    python benchmarks/serve.py --tls | --request_log [--sampling_rate 0.1] |
+                               --cache [--cache_bytes N --repeat_fraction 0.5 --repeat_window 2000]
+                               [--rounds 3] [--seconds 5] [--concurrency ...]
+      (benchmarks/serve_production.py: each production feature against the same server without it)
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import collections
 import glob
+import os
 import random
 import ssl
 import statistics
@@ -126,21 +127,43 @@ def fixed(row: dict[str, object]) -> Callable[[], tuple[int, bytes]]:
 
 
 def interleave(
-    names: list[str], cells: list[str], rounds: int, measure: Callable[[str, str], dict]
+    servers: dict[str, base.ServerProcess], cells: list[str], rounds: int, measure: Callable[[str, str], dict]
 ) -> dict[tuple[str, str], list[dict]]:
-    """measure(server, cell) for every cell, round after round, the servers alternating in each cell."""
+    """measure(server, cell) for every cell, round after round, the servers alternating in each cell;
+    each result also gets the server's CPU time per request it answered (warm-up included), which the
+    other programs on the shared cores disturb less than requests/s."""
+    names = list(servers)
     out: dict[tuple[str, str], list[dict]] = collections.defaultdict(list)
     for r in range(rounds):
         for cell in cells:
             for name in names if r % 2 == 0 else names[::-1]:
+                server = servers[name]
+                cpu, answered = cpu_seconds(server.proc.pid), requests_answered(server)
                 result = measure(name, cell)
+                answered = requests_answered(server) - answered
+                result["cpu_us"] = (cpu_seconds(server.proc.pid) - cpu) / max(1.0, answered) * 1e6
                 out[name, cell].append(result)
                 print(
                     f"  round {r + 1} {cell:10s} {name:12s} {result['rps']:7.0f} req/s  "
-                    f"p50 {result['p50']:6.2f} ms  errors {result['errors']}",
+                    f"p50 {result['p50']:6.2f} ms  server CPU {result['cpu_us']:5.0f} us/request  "
+                    f"errors {result['errors']}",
                     file=sys.stderr,
                 )
     return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def requests_answered(server: base.ServerProcess) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in server.metrics().splitlines()
+        if line.startswith(":tensorflow:serving:request_count{")
+    )
 
 
 def summary(results: list[dict]) -> tuple[float, float, float, float, int]:
@@ -158,20 +181,24 @@ def summary(results: list[dict]) -> tuple[float, float, float, float, int]:
 def table(
     names: list[str], cells: list[str], out: dict[tuple[str, str], list[dict]], ratio_label: str
 ) -> None:
-    print("| cell | server | req/s (median) | spread | p50 ms | errors |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("| cell | server | req/s (median) | spread | p50 ms | server CPU us/request | errors |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for cell in cells:
         for name in names:
             med, lo, hi, p50, errors = summary(out[name, cell])
-            print(f"| {cell} | {name} | {med:.0f} | {lo:.0f}-{hi:.0f} | {p50:.2f} | {errors} |")
+            cpu = statistics.median(r["cpu_us"] for r in out[name, cell])
+            print(f"| {cell} | {name} | {med:.0f} | {lo:.0f}-{hi:.0f} | {p50:.2f} | {cpu:.0f} | {errors} |")
     print(f"\n{ratio_label}, requests/s (median over rounds; per-round ratios in brackets):")
     a, b = names
     for cell in cells:
         ratio = summary(out[b, cell])[0] / summary(out[a, cell])[0]
         per_round = [y["rps"] / x["rps"] for x, y in zip(out[a, cell], out[b, cell], strict=True)]
         p50 = summary(out[b, cell])[3] / summary(out[a, cell])[3]
+        cpu = [x["cpu_us"] / y["cpu_us"] for x, y in zip(out[a, cell], out[b, cell], strict=True)]
         print(
-            f"  {cell}: {ratio:.3f}x  [{', '.join(f'{v:.2f}' for v in per_round)}]  p50 {p50:.2f}x",
+            f"  {cell}: {ratio:.3f}x  [{', '.join(f'{v:.2f}' for v in per_round)}]  p50 {p50:.2f}x;  "
+            f"requests per server CPU second {statistics.median(cpu):.3f}x  "
+            f"[{', '.join(f'{v:.2f}' for v in cpu)}]",
         )
 
 
@@ -204,7 +231,7 @@ def run_tls(args: argparse.Namespace, row: dict[str, object], tmp: Path) -> None
         return base.measure_h2load(server.grpc_port, int(c), args.seconds, row, tmp, scheme)
 
     try:
-        out = interleave(list(servers), cells, args.rounds, measure)
+        out = interleave(servers, cells, args.rounds, measure)
     finally:
         for s in servers.values():
             s.stop()
@@ -252,7 +279,7 @@ def run_request_log(args: argparse.Namespace, row: dict[str, object], tmp: Path)
         return base.measure_h2load(server.grpc_port, int(c), args.seconds, row, tmp)
 
     try:
-        out = interleave(list(servers), cells, args.rounds, measure)
+        out = interleave(servers, cells, args.rounds, measure)
         metrics = servers["logged"].metrics()
     finally:
         for s in servers.values():
@@ -339,7 +366,7 @@ def run_cache(args: argparse.Namespace, row: dict[str, object], tmp: Path) -> No
         return r
 
     try:
-        out = interleave(list(servers), cells, args.rounds, measure)
+        out = interleave(servers, cells, args.rounds, measure)
         identical, checked = same_answers(servers, row, args)
         rss = {name: rss_mb(s.proc.pid) for name, s in servers.items()}
         metrics = servers["cache"].metrics()
