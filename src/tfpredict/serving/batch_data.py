@@ -71,7 +71,7 @@ def allowed_size(size: int, allowed: tuple[int, ...]) -> int:
 
 def parts(data: Any, size: int, limit: int) -> list[tuple[Any, int]]:
     """A request of `size` rows as parts of at most `limit` rows each: (data, rows) in order."""
-    out = []
+    out: list[tuple[Any, int]] = []
     for start in range(0, size, limit):
         stop = min(size, start + limit)
         if isinstance(data, list):

@@ -142,10 +142,10 @@ def rest_answer(health: Health, method: str, path: str) -> tuple[int, dict[str, 
     if method not in ("GET", "HEAD"):
         return 405, {"error": f"{method} {path}: use GET"}
     name = unquote(m.group(1))
-    ready = _version_ready(health, name, int(m.group(2))) if m.group(2) else health.model_ready(name)
-    if ready is None:
+    known = _version_ready(health, name, int(m.group(2))) if m.group(2) else health.model_ready(name)
+    if known is None:
         return 404, {"error": f"Model {name} is not configured"}
-    ready = ready and not health.stopping
+    ready = known and not health.stopping
     return (200 if ready else 503), {"name": name, "ready": ready}
 
 

@@ -187,8 +187,8 @@ async def _run(
         parts.append(f"REST at {options.host}:{http.port}")
     if tls is not None:
         parts.append("TLS on the TCP ports" + (", client certificates required" if tls.client_verify else ""))
-    stopped = asyncio.ensure_future(stop.wait())
-    loading = loop.run_in_executor(None, _load_models, service.manager)
+    stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+    loading: asyncio.Future[Any] = loop.run_in_executor(None, _load_models, service.manager)
     await asyncio.wait({stopped, loading}, return_when=asyncio.FIRST_COMPLETED)
     if loading.done():
         loading.result()  # a bug while loading stops the server
