@@ -457,3 +457,20 @@ def test_a_model_without_batching_params_is_not_batched(models: dict[str, Any], 
         assert _batch_sizes(server) == {"count": 0, "sum": 0}
     finally:
         server.stop()
+
+
+def test_a_polled_config_with_a_label_it_may_not_set_is_one_log_line(
+    models: dict[str, Any], tmp_path: Path
+) -> None:
+    config = config_file(tmp_path / "models.pbtxt", {"gated": models["base"]}, {"stable": 1})
+    server = Server(f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=0.2").wait()
+    try:
+        config_file(config, {"gated": models["base"]}, {"stable": 1, "canary": 2})
+        deadline = time.monotonic() + 30
+        while "which is not currently available for inference" not in server.log:
+            assert time.monotonic() < deadline, server.log[-2000:]
+            time.sleep(0.1)
+        assert "Traceback" not in server.log
+        assert predict(server, [models["file"]], model="gated/labels/stable").status_code == 200
+    finally:
+        server.stop()

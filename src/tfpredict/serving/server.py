@@ -30,6 +30,7 @@ from .metrics import Metrics
 from .models import ModelManager
 from .request_log import RequestLog
 from .response_cache import ResponseCache
+from .status import ServingError
 from .tls import H2, HTTP11, TlsConfig, grpc_server_credentials, read_ssl_config, server_context
 from .warmup import warmup
 
@@ -269,6 +270,8 @@ class _ConfigWatcher:
             log.info("Model config file %s changed: reloading", self.path)
             try:
                 self.manager.reload_config(configs)
+            except ServingError as exc:  # a version label the config may not set (TF Serving's rule)
+                log.error("Model config file %s: %s", self.path, exc.message)
             except Exception:
                 log.exception("Applying the new model config failed")
 
