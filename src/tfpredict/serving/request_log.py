@@ -28,7 +28,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import orjson
 
+from ..errors import UsageError
 from .metrics import Metrics
+from .status import as_serving_error
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +63,6 @@ class LogEntry(NamedTuple):
 
     @classmethod
     def failed(cls, kind: str, spec: Any, sig: Any, call: Any, exc: Exception, start: float) -> LogEntry:
-        from .status import as_serving_error
-
         err = as_serving_error(exc)
         micros = (time.perf_counter() - start) * 1e6
         signature = sig.name if sig is not None else spec.signature
@@ -99,6 +99,8 @@ class RequestLog:
         """A RequestLog when some model has a logging_config, else None (nothing on the request path)."""
         if not any(c.logging is not None for c in configs):
             return None
+        if max_file_bytes < 1:
+            raise UsageError(f"--request_log_max_file_bytes must be >= 1, got {max_file_bytes}")
         return cls(configs, metrics, max_file_bytes)
 
     def sampled(self, model: str) -> bool:
@@ -161,8 +163,6 @@ class LogFile:
         self._open_next()  # a directory that cannot be written to fails at start-up, not on a request
 
     def _open_next(self) -> None:
-        from ..errors import UsageError
-
         self.close()
         self.index += 1
         path = f"{self.base}.{self.index:05d}{self.extension}"
