@@ -177,3 +177,30 @@ def test_an_unwritable_log_directory_fails_at_start_up(tmp_path: Path, testdata:
     assert out.returncode != 0
     assert "Could not open request log file" in out.stderr and str(prefix) in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_full_queue_drops_and_counts_instead_of_blocking(tmp_path: Path) -> None:
+    """The request path's side in-process: 20,000 entries put at once into the 4,096-entry queue, real
+    writer thread and file; nothing blocks, and every entry is either a line in the file or a drop."""
+    from tfpredict.serving.config import ModelConfig, RequestLogConfig
+    from tfpredict.serving.inference import tensors_call
+    from tfpredict.serving.metrics import Metrics
+    from tfpredict.serving.request_log import LogEntry, RequestLog
+
+    metrics = Metrics()
+    config = ModelConfig("m", "/unused", logging=RequestLogConfig(str(tmp_path / "m.jsonl"), 1.0, "jsonl"))
+    log = RequestLog.for_models([config], metrics, 1 << 30)
+    assert log is not None
+    call = tensors_call("serving_default", {"x": np.ones(2, np.float32)})
+    entry = LogEntry("predict", "m", 1, "serving_default", None, call, {"y": np.ones(2)}, "OK", "", 5.0, 0.0)
+    n = 20_000
+    for _ in range(n):
+        log.record(entry)
+    log.close()
+    lines = [
+        line for f in glob.glob(f"{tmp_path / 'm'}.*.jsonl") for line in Path(f).read_bytes().splitlines()
+    ]
+    written, dropped = metrics.request_log.value("m", "written"), metrics.request_log.value("m", "dropped")
+    assert dropped > 0
+    assert written == len(lines) and written + dropped == n
+    assert orjson.loads(lines[-1])["outputs"] == {"y": [1.0, 1.0]}
