@@ -112,9 +112,9 @@ def report(results: dict[str, list[tuple[float, str]]], worker_cores: dict[str, 
     local = [number(_summary(err)[2]) / cores for _, err in next(iter(results.values()))]  # rows/s per core
     print()
     print(f"medians of {len(local)} interleaved rounds (min-max); job rows/s: the job's own summary line")
-    print(f"| {'job':46} | wall s | job rows/s | per worker: rows/s while busy "
+    print(f"| {'job':46} | wall s | {'job rows/s':>27} | {'per worker: rows/s while busy':>29} "
           "| per core vs local | load s |")  # fmt: skip
-    print(f"|{'-' * 48}|-------:|-----------:|------------------------------:|------------------:|-------:|")
+    print(f"|{'-' * 48}|-------:|{'-' * 28}:|{'-' * 30}:|------------------:|-------:|")
     for label, runs in results.items():
         walls = [s for s, _ in runs]
         rates = [number(_summary(err)[2]) for _, err in runs]
@@ -126,7 +126,7 @@ def report(results: dict[str, list[tuple[float, str]]], worker_cores: dict[str, 
             cols = (spread(busy), f"{per_core:.2f}x", f"{load:.1f}")
         else:
             cols = ("-", f"{statistics.median(rates) / cores / statistics.median(local):.2f}x", "-")
-        print(f"| {label:46} | {statistics.median(walls):6.1f} | {spread(rates):>10} | {cols[0]:>29} "
+        print(f"| {label:46} | {statistics.median(walls):6.1f} | {spread(rates):>27} | {cols[0]:>29} "
               f"| {cols[1]:>17} | {cols[2]:>6} |")  # fmt: skip
     print()
     for label, runs in results.items():

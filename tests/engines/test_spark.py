@@ -58,9 +58,10 @@ def test_every_fixture_and_format_gives_the_local_engines_rows(spark, name: str,
     assert result.rows == len(want) == len(FORMATS) * 50
     assert_same_rows(got, want, ordered=True, context=name)  # one DataFrame per file, unioned in order
     if out_format == "parquet":
-        assert pq.read_schema(next(spark_out.glob("*.parquet"))).remove_metadata() == pq.read_schema(
-            local_out
-        ).remove_metadata()
+        assert (
+            pq.read_schema(next(spark_out.glob("*.parquet"))).remove_metadata()
+            == pq.read_schema(local_out).remove_metadata()
+        )
     # Against the Estimator's own predictions too (the first copy of each row).
     first: dict[int, dict] = {}
     for row in got:
@@ -139,8 +140,8 @@ def test_missing_column_fails_before_spark_work(spark, tmp_path: Path) -> None: 
     assert_same_rows(read_rows(out), read_rows(local), ordered=True)
 
 
-def test_predict_a_dataframe_and_the_udf(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from tfpredict.spark import predict, predict_udf, stats_accumulator
+def test_predict_a_dataframe(spark) -> None:  # type: ignore[no-untyped-def]
+    from tfpredict.spark import predict, stats_accumulator
 
     fx = load_fixture("dnn_binary")
     # Spark's own CSV typing: zip as text (leading zeros), age/hours as doubles for float32 features.
@@ -158,13 +159,28 @@ def test_predict_a_dataframe_and_the_udf(spark, tmp_path: Path) -> None:  # type
     )
     assert sum(s.rows for s in stats.value.values()) == 50
 
+
+@pytest.mark.parametrize("kind", ["arrow", "pandas"])
+def test_the_udf(spark, kind: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """predict_udf in withColumn: an Arrow UDF on pyspark 4.1+, a pandas UDF where Arrow UDFs are missing."""
+    import pyspark.sql.functions as sf
+
+    from tfpredict.spark import predict_udf
+
+    if kind == "pandas":
+        monkeypatch.delattr(sf, "arrow_udf", raising=False)
+    elif not hasattr(sf, "arrow_udf"):
+        pytest.skip("pyspark < 4.1 has no arrow_udf")
+    fx = load_fixture("dnn_binary")
+    df = spark.read.csv(str(fx.csv), header=True, schema="id long, age double, hours double, "
+                        "color string, city string, zip string")  # fmt: skip
     score = predict_udf(fx.export, outputs=["logistic", "probabilities"])
     scored = df.withColumn("p", score()).select("id", "p.logistic", "p.probabilities")
     rows = sorted(scored.collect(), key=lambda r: r["id"])
     assert_matches(
         {"logistic": [r["logistic"] for r in rows], "probabilities": [r["probabilities"] for r in rows]},
         {k: fx.expected[k] for k in ("logistic", "probabilities")},
-        "predict_udf",
+        f"predict_udf ({kind})",
     )
 
 

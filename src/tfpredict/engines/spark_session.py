@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import shutil
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,7 +34,9 @@ def import_pyspark() -> Any:
     return pyspark
 
 
-def session_settings(master: str | None, executors: int | None, batch_size: int) -> dict[str, str]:
+def session_settings(
+    master: str | None, executors: int | None, batch_size: int, progress: bool = False
+) -> dict[str, str]:
     """The Spark settings of a job: where it runs, and what the engine relies on (reused Python workers, Arrow
     batches of `batch_size` rows)."""
     if executors is not None and executors < 1:
@@ -46,7 +49,7 @@ def session_settings(master: str | None, executors: int | None, batch_size: int)
         "spark.sql.execution.arrow.maxRecordsPerBatch": str(batch_size),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.ui.enabled": "false",
-        "spark.ui.showConsoleProgress": "false",
+        "spark.ui.showConsoleProgress": "true" if progress else "false",
         "spark.driver.memory": DRIVER_MEMORY,
     }
     if master and executors:
@@ -66,12 +69,14 @@ def spark_session(
     import_pyspark()
     from pyspark.sql import SparkSession
 
+    if quiet:  # pyspark's advice on pandas versions, for us and not for the user
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"pyspark(\.|$)")
     active = SparkSession.getActiveSession()
     if active is not None:
         yield active
         return
     builder = SparkSession.builder
-    for key, value in session_settings(master, executors, batch_size).items():
+    for key, value in session_settings(master, executors, batch_size, progress=not quiet).items():
         builder = builder.config(key, value)
     try:
         spark = builder.getOrCreate()

@@ -65,7 +65,8 @@ class WorkerStats:
     pid: int
     rows: int = 0
     batches: int = 0
-    busy_seconds: float = 0.0
+    busy_seconds: float = 0.0  # converting and predicting (input and output handed over by Spark not counted)
+    handoff_seconds: float = 0.0  # in Spark, taking our output batches (serialising them to the JVM)
     loads: int = 0
     load_seconds: float = 0.0
 
@@ -73,6 +74,7 @@ class WorkerStats:
         self.rows += other.rows
         self.batches += other.batches
         self.busy_seconds += other.busy_seconds
+        self.handoff_seconds += other.handoff_seconds
         self.loads += other.loads
         self.load_seconds += other.load_seconds
 
@@ -125,14 +127,18 @@ def predict_partition(
         me.loads, me.load_seconds = 1, loaded.load_seconds
     try:
         for batch in batches:
-            started = time.perf_counter()
-            rows = 0
-            for out in model.predict(batch):
-                rows += out.num_rows
+            outputs = model.predict(batch)
+            while True:
+                started = time.perf_counter()
+                out = next(outputs, None)
+                me.busy_seconds += time.perf_counter() - started  # converting and predicting
+                if out is None:
+                    break
+                me.rows += out.num_rows
+                started = time.perf_counter()
                 yield out
-            me.rows += rows
+                me.handoff_seconds += time.perf_counter() - started  # Spark taking the output
             me.batches += 1
-            me.busy_seconds += time.perf_counter() - started  # includes the time Spark takes our output
     finally:
         if stats is not None:
             stats.add({(me.executor, me.pid): me})
