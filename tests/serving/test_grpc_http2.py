@@ -19,7 +19,7 @@ import pytest
 from tensorflow_serving.apis import predict_pb2
 
 from tfpredict.serving.grpc_api import Method
-from tfpredict.serving.grpc_http2 import GrpcServer
+from tfpredict.serving.grpc_server import GrpcServer
 from tfpredict.serving.status import ServingError
 
 MB = 1 << 20

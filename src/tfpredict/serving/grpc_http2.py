@@ -25,8 +25,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import TYPE_CHECKING
 
-from .grpc_api import Method
 from .grpc_call import GrpcCall, start_call
 from .grpc_wire import (
     ACK,
@@ -39,38 +39,33 @@ from .grpc_wire import (
     FRAME_HEAD,
     FRAME_HEAD_SIZE,
     GOAWAY,
-    HEAD_PREFIX,
     HEADERS,
     MAX_WINDOW,
     MESSAGE_PREFIX_SIZE,
-    OK_TRAILERS,
     PING,
     PREFACE,
     PRIORITY_FLAG,
     PUSH_PROMISE,
-    RESPONSE_HEADERS,
     RST_STREAM,
     SETTINGS,
-    TRAILERS_PREFIX,
     WINDOW_UPDATE,
     ErrorCode,
     H2Error,
     HeaderDecoder,
     Setting,
     frame,
-    http_status_block,
-    length_prefixed,
     message_length,
     setting_pairs,
-    status_block,
     unpad,
 )
+from .h2_answers import Answers
 from .h2_flood import FloodGuard
 from .h2_flow import FlowControl
 from .h2_rules import FLOOD_KIND, check_frame
-from .limits import Http2Limits, connection_cap
-from .memory import MemoryBudget, shed_slow_readers
 from .status import ServingError
+
+if TYPE_CHECKING:
+    from .grpc_server import GrpcServer
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +96,7 @@ class _Stream:
         self.held = 0  # request bytes charged to the memory budget until the stream ends
 
 
-class _Connection(FlowControl, asyncio.Protocol):
+class Http2Connection(Answers, FlowControl, asyncio.Protocol):
     """One HTTP/2 connection: frames in, a GrpcCall per request, responses written as the calls complete."""
 
     def __init__(self, server: GrpcServer) -> None:
@@ -443,212 +438,3 @@ class _Connection(FlowControl, asyncio.Protocol):
         if stream.held:
             self.account.shrink_request(stream.held)
             stream.held = 0
-
-    # ------------------------------------------------------------------ writing
-    def send_response(self, stream: _Stream, message: bytes) -> None:
-        """The call's answer: HEADERS, the length-prefixed message in DATA, trailers (grpc-status 0)."""
-        if self.streams.get(stream.id) is not stream:
-            return  # reset meanwhile
-        data = length_prefixed(message)
-        sid = stream.id.to_bytes(4, "big")
-        n = len(data)
-        if n <= self.peer_max_frame and n <= self.send_window and n <= stream.send_window:
-            self.send_window -= n
-            stream.send_window -= n
-            # HEADERS, DATA, trailers: the usual small answer in one piece
-            self._write(
-                b"".join(
-                    (
-                        HEAD_PREFIX,
-                        sid,
-                        RESPONSE_HEADERS,
-                        n.to_bytes(3, "big"),
-                        b"\x00\x00",
-                        sid,
-                        data,
-                        TRAILERS_PREFIX,
-                        sid,
-                        OK_TRAILERS,
-                    )
-                )  # fmt: skip
-            )
-            self._close_stream(stream)
-            return
-        head = HEAD_PREFIX + sid + RESPONSE_HEADERS
-        self._write(head)
-        stream.pending = memoryview(data)
-        stream.trailers = OK_TRAILERS
-        self._pump(stream)
-
-    def send_error(self, stream: _Stream, err: ServingError) -> None:
-        """Trailers-Only: the whole answer is one HEADERS frame (errors: nothing was sent before)."""
-        stream.body = None
-        if self.streams.get(stream.id) is not stream:
-            return
-        self._write(frame(HEADERS, END_STREAM | END_HEADERS, stream.id, status_block(err)))
-        self._close_stream(stream)
-
-    def send_message(self, stream: _Stream, message: bytes, first: bool) -> bool:
-        """A server-streaming call's next message (response HEADERS before the first) in one DATA frame;
-        False, and nothing sent, when the stream is gone or the peer's windows cannot take it now."""
-        data = length_prefixed(message)
-        n = len(data)
-        if self.streams.get(stream.id) is not stream or n > min(
-            self.send_window, stream.send_window, self.peer_max_frame
-        ):
-            return False
-        if first:
-            self._write(HEAD_PREFIX + stream.id.to_bytes(4, "big") + RESPONSE_HEADERS)
-        self.send_window -= n
-        stream.send_window -= n
-        self._write(frame(DATA, 0, stream.id, data))
-        return True
-
-    def end_call(self, stream: _Stream) -> None:
-        """A server-streaming call's end: OK trailers."""
-        if self.streams.get(stream.id) is stream:
-            self._write(TRAILERS_PREFIX + stream.id.to_bytes(4, "big") + OK_TRAILERS)
-            self._close_stream(stream)
-
-    def _send_http_error(self, stream: _Stream, status: int) -> None:
-        stream.body = None
-        self._write(frame(HEADERS, END_STREAM | END_HEADERS, stream.id, http_status_block(status)))
-        self._close_stream(stream)
-
-    def reset(self, stream_id: int, code: int) -> None:
-        """A stream error: RST_STREAM with `code`; the stream's call, if any, is cancelled."""
-        stream = self.streams.pop(stream_id, None)
-        if stream is not None:
-            self.blocked.pop(stream_id, None)
-            self.parked.pop(stream_id, None)
-            self._cancel(stream)
-        self._remember_reset(stream_id)
-        self._write(frame(RST_STREAM, 0, stream_id, code.to_bytes(4, "big")))
-
-    def _remember_reset(self, stream_id: int) -> None:
-        self.reset_by_us[stream_id] = None
-        if len(self.reset_by_us) > self.limits.reset_memory:
-            del self.reset_by_us[next(iter(self.reset_by_us))]
-
-    def _close_stream(self, stream: _Stream) -> None:
-        """Our side is done; if the client is still sending, tell it to stop (RFC 9113 8.1)."""
-        self._release(stream)
-        if self.streams.pop(stream.id, None) is None:
-            return
-        if not stream.remote_closed:  # frames the client still has in flight are to be ignored
-            self._remember_reset(stream.id)
-            self._write(frame(RST_STREAM, 0, stream.id, ErrorCode.NO_ERROR.to_bytes(4, "big")))
-
-    def _write(self, data: bytes) -> None:
-        """Queue bytes; everything queued in one turn of the event loop goes out in one write."""
-        self.out.append(data)
-        if not self.flush_scheduled:
-            self.flush_scheduled = True
-            self.loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self.flush_scheduled = False
-        if self.out and self.transport is not None and not self.closed:
-            self.transport.write(b"".join(self.out))
-        self.out.clear()
-
-    def goaway(self, code: int = ErrorCode.NO_ERROR, message: str = "") -> None:
-        """No new streams: open ones finish (server shutdown, or a connection error)."""
-        self.going_away = True
-        payload = (
-            self.last_stream.to_bytes(4, "big")
-            + code.to_bytes(4, "big")
-            + message.encode()[: self.limits.goaway_message_bytes]
-        )
-        self._write(frame(GOAWAY, 0, 0, payload))
-
-    def close(self) -> None:
-        if self.transport is not None and not self.closed:
-            self._flush()
-            self.transport.close()
-        self.closed = True
-
-
-class GrpcServer:
-    """Listens on TCP and/or UNIX sockets; `stop` sends GOAWAY, lets open calls finish, then closes."""
-
-    def __init__(
-        self,
-        methods: dict[str, Method],
-        max_message_bytes: int,
-        limits: Http2Limits | None = None,
-        budget: MemoryBudget | None = None,
-    ) -> None:
-        self.methods = methods
-        self.max_message_bytes = max_message_bytes
-        self.limits = limits or Http2Limits()
-        self.budget = budget or MemoryBudget()
-        self.connections: dict[_Connection, None] = {}  # in the order they were opened
-        self.max_connections = connection_cap(self.limits.max_connections)
-        self.refused = 0  # connections closed at once because max_connections were open and busy
-        self.evicted = 0  # connections without a call closed to make room for a new one
-        self._servers: list[asyncio.base_events.Server] = []
-        self._sweeper: asyncio.Task[None] | None = None
-
-    def make_room(self) -> bool:
-        """At the connection cap: close the oldest connection with no call open (GOAWAY first: a client
-        reconnects when it needs to). False when every open connection has calls under way."""
-        for c in self.connections:
-            if not c.streams:
-                self.evicted += 1
-                c.goaway()
-                c.close()
-                self.connections.pop(c, None)
-                return True
-        return False
-
-    def _start_sweeping(self) -> None:
-        if self._sweeper is None:
-            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
-
-    async def _sweep(self) -> None:
-        """Once per interval: close connections that sent no preface in time, shed slow readers."""
-        while True:
-            await asyncio.sleep(self.limits.timer_interval_seconds)
-            late = time.monotonic() - self.limits.preface_timeout_seconds
-            for c in [c for c in self.connections if not c.preface_seen and c.opened < late]:
-                c.drop()
-            shed_slow_readers(self.budget, self.connections)
-
-    async def listen(self, host: str, port: int, ssl: object = None) -> None:
-        """Listen on host:port; `ssl`: an ssl.SSLContext with ALPN h2 (serving/tls.py), or None."""
-        loop = asyncio.get_running_loop()
-        self._servers.append(
-            await loop.create_server(
-                lambda: _Connection(self),
-                host,
-                port,
-                backlog=self.limits.backlog,
-                ssl=ssl,  # type: ignore[arg-type]
-            )
-        )
-        self._start_sweeping()
-
-    async def listen_unix(self, path: str) -> None:
-        loop = asyncio.get_running_loop()
-        self._servers.append(await loop.create_unix_server(lambda: _Connection(self), path))
-        self._start_sweeping()
-
-    async def start(self) -> None:
-        """Listening starts with listen(); here for the same calls as the grpcio front end."""
-
-    async def stop(self, grace: float) -> None:
-        for s in self._servers:
-            s.close()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-        for c in list(self.connections):
-            c.goaway()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace
-        while any(c.streams for c in self.connections) and loop.time() < deadline:
-            await asyncio.sleep(self.limits.drain_poll_seconds)
-        for c in list(self.connections):
-            c.close()
-        for s in self._servers:
-            await s.wait_closed()

@@ -210,7 +210,7 @@ class HeaderDecoder:
         head = self.cache.get(block)
         if head is not None:
             return head
-        if table_size_updates(block, MAX_TABLE_SIZE_UPDATES) > MAX_TABLE_SIZE_UPDATES:  # each one costs a table resize
+        if table_size_updates(block, MAX_TABLE_SIZE_UPDATES) > MAX_TABLE_SIZE_UPDATES:  # each costs a resize
             raise H2Error(ErrorCode.COMPRESSION_ERROR, "more than two HPACK table size updates in a block")
         table = self.decoder.header_table
         newest, size = (table.dynamic_entries[0] if table.dynamic_entries else None), table.maxsize

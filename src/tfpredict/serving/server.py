@@ -145,7 +145,7 @@ async def _run(
                 methods, options.max_request_bytes, options.grpc_channel_arguments, credentials
             )
         else:
-            from .grpc_http2 import GrpcServer
+            from .grpc_server import GrpcServer
 
             if options.grpc_channel_arguments:
                 log.info("--grpc_channel_arguments apply to --grpc_frontend=grpcio only: ignored")
