@@ -201,6 +201,8 @@ class HttpConnection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()  # once: the call makes a syscall (getpid)
         self.account = server.budget.account()
         self.taken = 0  # bytes of the current request taken from buf (held until it is answered)
+        self._chunks: list[bytes] = []  # a chunked body's chunks so far
+        self._chunk_total = 0
         self.task: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -354,7 +356,7 @@ class HttpConnection(asyncio.Protocol):
         if headers.get("expect", "").lower() == "100-continue":
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # type: ignore[union-attr]
         self._chunk_total = 0
-        self._chunks: list[bytes] = []
+        self._chunks = []
         return True
 
     def _chunked_body(self) -> bytes | None:
