@@ -140,7 +140,7 @@ class HttpServer:
             port,
             reuse_address=True,
             backlog=self.limits.backlog,
-            ssl=ssl,  # type: ignore[arg-type]
+            ssl=ssl,  # type: ignore[call-overload]
         )
         self._sweeper = loop.create_task(self._sweep())
 
