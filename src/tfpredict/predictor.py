@@ -27,9 +27,11 @@ from .savedmodel import (
     find_parse_spec,
     load_session,
     resolve_export_dir,
-    session_config as make_session_config,
     signatures_of,
     unrestored_variables,
+)
+from .savedmodel import (
+    session_config as make_session_config,
 )
 
 log = logging.getLogger(__name__)
