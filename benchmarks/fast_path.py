@@ -46,7 +46,8 @@ def load_rows(path: Path, rows: int, predictor) -> pa.Table:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("export", type=Path)
     parser.add_argument("data", type=Path, help="CSV with a header naming the model's features")
     parser.add_argument("--signature")
