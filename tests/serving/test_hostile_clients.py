@@ -138,7 +138,8 @@ class Outcome:
         assert self.idle_after < IDLE_WITHIN, summary
 
 
-def run_attack(server: Server, name: str, idle_rss: int) -> Outcome:
+def run_attack(server: Server, attack: list[str], idle_rss: int) -> Outcome:
+    """Run `attack` (arguments for `python`) while probing the server; what it printed, and what we saw."""
     pid = server.proc.pid
     peak = [rss(pid)]
     done = threading.Event()
@@ -155,19 +156,7 @@ def run_attack(server: Server, name: str, idle_rss: int) -> Outcome:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     try:
         out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "tests.serving.attacks",
-                name,
-                str(server.rest_port),
-                str(server.grpc_port),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=180,
-            cwd=ROOT,
-            env=env,
+            [sys.executable, *attack], capture_output=True, text=True, timeout=180, cwd=ROOT, env=env
         )
     finally:
         probe.stop.set()
@@ -245,7 +234,9 @@ EXPECTED: dict[str, Callable[[dict[str, object]], bool]] = {
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_attack(server: tuple[Server, int], name: str) -> None:
     s, idle_rss = server
-    outcome = run_attack(s, name, idle_rss)
+    outcome = run_attack(
+        s, ["-m", "tests.serving.attacks", name, str(s.rest_port), str(s.grpc_port)], idle_rss
+    )
     outcome.check()
     assert EXPECTED[name](outcome.attack), f"{name}: {outcome.attack}"
     assert s.proc.poll() is None
@@ -262,31 +253,15 @@ def test_1000_slowloris_at_ulimit_1024(testdata: dict[str, str], tmp_path: Path)
     make room for new clients, the rest are closed by the header timeout, no log flood."""
     s = start(testdata, tmp_path, preexec=_fd_limit_1024)
     try:
-        idle = rss(s.proc.pid)
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
         code = "import json, sys; from tests.serving.attacks import slowloris; "
         code += "print(json.dumps(slowloris(int(sys.argv[1]), 0, count=1000, hold=5.0)))"
-        probe = Probe(s)
-        probe.thread.start()
-        try:
-            out = subprocess.run(
-                [sys.executable, "-c", code, str(s.rest_port)],
-                capture_output=True,
-                text=True,
-                timeout=120,
-                cwd=ROOT,
-                env=env,
-            )
-        finally:
-            probe.stop.set()
-            probe.thread.join(30)
-        assert out.returncode == 0, out.stderr[-3000:]
-        attack = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"slowloris at ulimit 1024: {attack}; normal client p99 {probe.p99() * 1e3:.1f} ms")
+        outcome = run_attack(s, ["-c", code, str(s.rest_port)], rss(s.proc.pid))
+        attack = outcome.attack
+        print(f"slowloris at ulimit 1024: {attack}; normal client p99 {outcome.p99 * 1e3:.1f} ms")
         assert attack["closed"] == 1000, attack
         assert attack["last_closed_s"] < 2 + 1.5, attack  # header timeout 2 s, swept every 0.5 s
-        assert not probe.failures and probe.p99() < P99_LIMIT, (probe.failures[:3], probe.p99())
-        assert rss(s.proc.pid) - idle < RSS_LIMIT
+        assert not outcome.failures and outcome.p99 < P99_LIMIT, (outcome.failures[:3], outcome.p99)
+        assert outcome.rss_growth < RSS_LIMIT
     finally:
         s.stop()
     assert "Traceback" not in s.log and len(s.log) < 100_000, s.log[-3000:]

@@ -85,3 +85,17 @@ def column_options(args: argparse.Namespace) -> dict[str, Any]:
             raise UsageError(f"--assemble: input {name.strip()!r} given twice")
         assemble[name.strip()] = columns.strip()
     return {"allow_missing": [c for c in allow if c], "assemble": assemble}
+
+
+def model_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments every engine's predict_files takes from the same flags (plus column_options)."""
+    return {
+        "batch_size": args.batch_size,
+        "signature": args.signature,
+        "outputs": comma_list(args.outputs),
+        "keep": args.keep,
+        "threads": args.threads,
+        "inter_op_threads": args.inter_op_threads,
+        "xla": args.xla,
+        **column_options(args),
+    }

@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from ..errors import UsageError
-from .options import add_column_options, add_tags_option, column_options, comma_list
+from .options import add_column_options, add_tags_option, comma_list, model_options
 from .terminal import Progress, is_terminal, native_stderr_hidden, say, sigterm_unwinds
 
 
@@ -96,18 +96,11 @@ def run_local(args: argparse.Namespace) -> int:
                 args.export,
                 args.inputs,
                 args.output,
-                signature=args.signature,
                 tags=comma_list(args.tags),
-                outputs=comma_list(args.outputs),
-                keep=args.keep,
-                batch_size=args.batch_size,
-                threads=args.threads,
-                inter_op_threads=args.inter_op_threads,
-                xla=args.xla,
                 bad_rows=args.bad_rows,
                 progress=progress.update,
                 on_start=progress.start,
-                **column_options(args),
+                **model_options(args),
             )
     finally:
         progress.close()
@@ -138,16 +131,9 @@ def run_ray(args: argparse.Namespace) -> int:
             args.output,
             address=args.address,
             workers=args.workers,
-            batch_size=args.batch_size,
-            signature=args.signature,
-            outputs=comma_list(args.outputs),
-            keep=args.keep,
-            threads=args.threads,
-            inter_op_threads=args.inter_op_threads,
-            xla=args.xla,
             progress=not args.quiet and is_terminal(),
             quiet=not args.debug,
-            **column_options(args),
+            **model_options(args),
         )
     if not args.quiet:
         say(result.summary())
@@ -173,15 +159,8 @@ def run_spark(args: argparse.Namespace) -> int:
             args.output,
             master=args.master,
             executors=args.executors,
-            batch_size=args.batch_size,
-            signature=args.signature,
-            outputs=comma_list(args.outputs),
-            keep=args.keep,
-            threads=args.threads,
-            inter_op_threads=args.inter_op_threads,
-            xla=args.xla,
             quiet=not args.debug,
-            **column_options(args),
+            **model_options(args),
         )
     if not args.quiet:
         say(result.summary())
