@@ -1,27 +1,34 @@
-"""A small HTTP/1.1 server on asyncio for the REST API: keep-alive, pipelining, chunked bodies,
-100-continue, size limits (Http1Limits). A body larger than the limit is refused with 413 from its
-Content-Length alone, before it is read. What a request means is the handler's business (rest.py).
+"""The HTTP/1.1 server on asyncio for the REST API: keep-alive, pipelining, chunked bodies, 100-continue,
+size limits (Http1Limits). Requests are parsed by llhttp (httptools, uvicorn's parser); this module keeps what
+a parser does not know around it. What a request means is the handler's business (rest.py).
 
-As strict as RFC 9112 and llhttp where leniency lets a request be read two ways (smuggling behind a proxy):
-a request with both Content-Length and Transfer-Encoding, several Content-Lengths, a length or chunk size
-that is not plain digits, a Transfer-Encoding other than `chunked`, obs-fold or whitespace before a colon,
-bare-LF line ends, or a version other than HTTP/1.0 and 1.1 gets 400 and the connection is closed. Slow
-clients are timed out (headers, body, idle keep-alive: one sweep over the connections, no timer per
-request), open connections are capped below the fd limit, and a client that does not read its answers stops
-being read (no answer is built faster than it is taken).
+llhttp is as strict as RFC 9112 where leniency lets a request be read two ways (smuggling behind a proxy):
+both Content-Length and Transfer-Encoding, several Content-Lengths, a length or chunk size that is not plain
+digits, obs-fold, whitespace before a colon, bare-LF line ends all end the parse; on top of it a
+Transfer-Encoding other than exactly `chunked` (or in HTTP/1.0), a second Host or Transfer-Encoding, or a
+version other than HTTP/1.0 and 1.1 is refused. Each gets 400 (431 for heads past the limits, 413 for a
+body past --max_request_bytes, decided from Content-Length before the body is read) and the connection is
+closed, after the answers owed to the requests before it. Slow clients are timed out (headers, body, idle
+keep-alive: one sweep over the connections, no timer per request), open connections are capped below the fd
+limit, request bytes are charged to the server's memory budget, and a client that does not read its answers
+stops being read (no answer is built faster than it is taken, no more than one read of pipelined requests
+is parsed ahead).
 
-Against libraries (benchmarks/frontends.py, same trivial handler, h2load, 16 connections; Intel Xeon 2 cores
-AVX-512, shared): ours 12,631 requests/s, on h11 3,581 (0.28x), on httptools/llhttp 28,571 (2.26x). By that
-figure the request head should be parsed by httptools with this module's limits kept around it (not done yet).
+Why llhttp (benchmarks/frontends.py, same trivial handler, h2load, 16 connections): on Intel Xeon 2 cores
+AVX-512, our hand-written parser did 12,631 requests/s, a server on h11 3,581 (0.28x) and one on httptools
+28,571 (2.26x); README has the figures measured after the move.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import NoReturn
+
+import httptools
 
 from . import json_codec
 from .limits import Http1Limits, connection_cap
@@ -29,12 +36,6 @@ from .logs import limit_asyncio_logs
 from .memory import MemoryBudget, shed_slow_readers
 from .status import as_serving_error
 
-# RFC 9112: a Content-Length is 1*DIGIT and a chunk size 1*HEXDIG (then optional ";ext"). Python's int()
-# also takes a sign, "_" and spaces: a chunk size of "-10" used to loop the event loop forever.
-CONTENT_LENGTH = re.compile(rb"[0-9]{1,19}")
-CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?")
-TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token: methods and header names
-REQUEST_LINE = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (\S+) HTTP/1\.([01])")
 log = logging.getLogger(__name__)
 REASONS = {
     100: "Continue",
@@ -57,13 +58,17 @@ REASONS = {
     504: "Gateway Timeout",
 }
 JSON = b"application/json"
+MEMORY_FULL = "The server's memory for buffered requests is full (--memory_budget_bytes)"
+# What a parsed request waiting in a connection's queue costs beyond its bytes (objects, strings): charged
+# to the memory budget, so that a read of tiny pipelined requests cannot expand without bound.
+QUEUED_REQUEST_BYTES = 256
 
 # (method, path, body) -> (HTTP status, body, content type)
 Handler = Callable[[str, str, bytes], Awaitable[tuple[int, bytes, bytes]]]
 
 
 class BadRequest(Exception):
-    """A request head that RFC 9112 does not allow: answered with `status` and the connection closed."""
+    """A request that RFC 9112 does not allow: answered with `status` and the connection closed."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -71,42 +76,16 @@ class BadRequest(Exception):
         self.message = message
 
 
-def parse_head(head: str, max_headers: int) -> tuple[str, str, bool, int | None, bool, dict[str, str]]:
-    """(method, path, keep-alive, content length, chunked, headers) of a request head, strictly."""
-    lines = head.split("\r\n")
-    match = REQUEST_LINE.fullmatch(lines[0])
-    if match is None:
-        raise BadRequest(400, f"Malformed request line: {lines[0][:100]!r}")
-    method, target, minor = match.groups()
-    if len(lines) - 1 > max_headers:
-        raise BadRequest(431, f"More than {max_headers} header fields")
-    headers: dict[str, str] = {}
-    lengths = 0
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep or not TOKEN.fullmatch(name):  # obs-fold, "Name :", no colon, a bad character
-            raise BadRequest(400, f"Malformed header line: {line[:100]!r}")
-        key = name.lower()
-        value = value.strip(" \t")
-        if key == "content-length":
-            lengths += 1
-        if key in headers and key in ("content-length", "transfer-encoding", "host"):
-            raise BadRequest(400, f"Header {name!r} given more than once")
-        headers[key] = value
-    te = headers.get("transfer-encoding")
-    if te is not None:
-        if te.lower() != "chunked" or minor == "0":
-            raise BadRequest(400, f"Unsupported Transfer-Encoding {te[:50]!r} (only 'chunked', in HTTP/1.1)")
-        if lengths:
-            raise BadRequest(400, "Both Content-Length and Transfer-Encoding given")
-    length: int | None = 0
-    if "content-length" in headers:
-        if not CONTENT_LENGTH.fullmatch(headers["content-length"].encode("latin-1")):
-            raise BadRequest(400, "Invalid Content-Length")
-        length = int(headers["content-length"])
-    conn = headers.get("connection", "").lower()
-    keep_alive = conn != "close" if minor == "1" else conn == "keep-alive"
-    return method.upper(), target.split("?", 1)[0], keep_alive, length, te is not None, headers
+class Request:
+    """One request as the parser hands it over: what the handler needs, and the bytes it holds."""
+
+    __slots__ = ("method", "path", "keep_alive", "body")
+
+    def __init__(self, method: str, path: str, keep_alive: bool, body: bytes) -> None:
+        self.method = method
+        self.path = path
+        self.keep_alive = keep_alive
+        self.body = body
 
 
 class HttpServer:
@@ -188,26 +167,116 @@ class HttpServer:
 
 
 class HttpConnection(asyncio.Protocol):
+    """One client: its bytes go through llhttp (httptools); the requests it completes wait in `queue` and are
+    answered one at a time, in order. The parser's callbacks (on_*) apply this module's limits as it goes."""
+
     def __init__(self, server: HttpServer) -> None:
         self.server = server
         self.limits = server.limits
         self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
+        self.parser = httptools.HttpRequestParser(self)
+        self.queue: deque[Request | BadRequest] = deque()  # parsed, behind the one being answered
         self.busy = False
-        self.head: tuple[str, str, bool, int | None, bool] | None = (
-            None  # method, path, keep-alive, length, chunked
-        )
         self.closing = False
+        self.ignoring = False  # past an upgrade or a refused request: what the client sends is not read
         self.write_paused = False
         self.reading_paused = False
-        self.scanned = 0  # bytes of buf already checked for a bare LF
         self.deadline = time.monotonic() + self.limits.idle_timeout_seconds
         self.loop = asyncio.get_running_loop()  # once: the call makes a syscall (getpid)
         self.account = server.budget.account()
-        self.taken = 0  # bytes of the current request taken from buf (held until it is answered)
-        self._chunks: list[bytes] = []  # a chunked body's chunks so far
-        self._chunk_total = 0
+        self.held = 0  # request bytes received and charged to the account, released once answered
         self.task: asyncio.Task[None] | None = None
+        self.continue_owed = False  # a "100 Continue" to send once the answers before it are written
+        self.error: BadRequest | None = None  # why a callback stopped the parser
+        self.begun = 0  # requests begun on this connection
+        self._reset_message()
+        self.in_message = False  # between requests
+
+    def _reset_message(self) -> None:
+        self.in_message = self.in_head = True
+        self.head_bytes = 0  # bytes received while in the head (for a head that never ends)
+        self.head_size = 0  # request line and headers as parsed
+        self.url = b""
+        self.headers = 0
+        self.length: int | None = None
+        self.te: bytes | None = None
+        self.host = False
+        self.expect = False
+        self.body: list[bytes] = []
+        self.body_bytes = 0
+
+    # -- llhttp callbacks: one request as it is parsed ------------------------------------------------------
+
+    def _fail(self, status: int, message: str) -> NoReturn:
+        self.error = BadRequest(status, message)
+        raise self.error
+
+    def on_message_begin(self) -> None:
+        self.begun += 1
+        self._reset_message()
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        self.head_size += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers += 1
+        self.head_size += len(name) + len(value) + 4
+        if self.headers > self.limits.max_headers:
+            self._fail(431, f"More than {self.limits.max_headers} header fields")
+        key = name.lower()
+        if key == b"content-length":  # llhttp has checked it is digits, given once
+            self.length = int(value)
+        elif key == b"transfer-encoding":
+            if self.te is not None:
+                self._fail(400, "Header 'Transfer-Encoding' given more than once")
+            self.te = value
+        elif key == b"host":
+            if self.host:
+                self._fail(400, "Header 'Host' given more than once")
+            self.host = True
+        elif key == b"expect":
+            self.expect = value.lower() == b"100-continue"
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        if self.head_size > self.limits.max_header_bytes:
+            self._fail(431, "Request header fields too large")
+        version = self.parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            self._fail(400, f"Unsupported HTTP version {version!r} (HTTP/1.0 and HTTP/1.1 only)")
+        if self.te is not None and (self.te.lower() != b"chunked" or version == "1.0"):
+            self._fail(400, f"Unsupported Transfer-Encoding {self.te[:50]!r} (only 'chunked', in HTTP/1.1)")
+        limit = self.server.max_request_bytes
+        if self.length is not None and self.length > limit:
+            too_big = f"Request body of {self.length} bytes exceeds the limit of {limit} bytes"
+            self._fail(413, too_big + " (--max_request_bytes)")
+        self.deadline = time.monotonic() + self.limits.body_timeout_seconds
+        if self.expect:
+            if self.busy or self.queue:  # not before the answers still owed
+                self.continue_owed = True
+            else:
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # type: ignore[union-attr]
+
+    def on_body(self, chunk: bytes) -> None:
+        self.body_bytes += len(chunk)
+        if self.body_bytes > self.server.max_request_bytes:
+            limit = self.server.max_request_bytes
+            self._fail(413, f"Request body exceeds the limit of {limit} bytes (--max_request_bytes)")
+        self.body.append(chunk)
+
+    def on_message_complete(self) -> None:
+        if not self.account.grow_request(QUEUED_REQUEST_BYTES):
+            self._fail(503, MEMORY_FULL)
+        self.held += QUEUED_REQUEST_BYTES
+        body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+        path = self.url.split(b"?", 1)[0].decode("latin-1")
+        method = self.parser.get_method().decode("ascii")
+        self.queue.append(Request(method, path, self.parser.should_keep_alive(), body))
+        self.in_message = False
+        self.body = []
+
+    # -- the transport -----------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -220,6 +289,38 @@ class HttpConnection(asyncio.Protocol):
         self.server.connections[self] = None
         transport.set_write_buffer_limits(high=1 << 20)  # type: ignore[attr-defined]
 
+    def data_received(self, data: bytes) -> None:
+        if self.closing or self.ignoring:
+            return
+        if not self.in_message and not self.busy and not self.queue:  # the first byte of a request
+            self.deadline = time.monotonic() + self.limits.header_timeout_seconds
+        if not self.account.grow_request(len(data)):
+            self._refuse(BadRequest(503, MEMORY_FULL))
+            return
+        self.held += len(data)
+        # A head still open after a read that did not start a message is all head bytes (a head that never
+        # ends: 431); one that began within the read is counted from the next read on.
+        counting, begun = self.in_head and self.in_message, self.begun
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # Upgrade (h2c, websocket) or CONNECT: we do not switch protocols, so that request is answered
+            # over HTTP/1.1 and the connection closed after it; what follows it is not read.
+            if self.queue and isinstance(self.queue[-1], Request):
+                self.queue[-1].keep_alive = False
+            self.ignoring = True
+        except httptools.HttpParserError as exc:
+            self._refuse(self.error or BadRequest(400, f"Malformed request: {exc}"))
+        if self.in_head and counting and self.begun == begun and not self.ignoring:
+            self.head_bytes += len(data)
+            if self.head_bytes > self.limits.max_header_bytes:
+                self._refuse(BadRequest(431, "Request header fields too large"))
+        if self.closing:
+            return
+        if not self.busy and not self.write_paused:
+            self._process()
+        self._flow()
+
     def pause_writing(self) -> None:  # the client is not reading: stop reading its requests
         self.write_paused = True
         self._flow()
@@ -227,18 +328,17 @@ class HttpConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.write_paused = False
         if self.transport is not None and not self.transport.is_closing():
-            if self.buf and not self.busy:
+            if not self.busy:
                 self._process()
             self._flow()
 
     def _flow(self) -> None:
-        """Read from the client only while its answers are being taken and at most one request's worth
-        (size limit + headers) is buffered: pipelined requests are not read faster than they are served."""
+        """Read from the client only while its answers are being taken and no parsed request waits behind
+        the one being answered: pipelined requests are not read faster than they are served."""
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        full = len(self.buf) > self.server.max_request_bytes + self.limits.max_header_bytes
-        if self.write_paused or full:
+        if self.write_paused or self.queue or self.ignoring:
             if not self.reading_paused:
                 self.reading_paused = True
                 transport.pause_reading()
@@ -252,7 +352,7 @@ class HttpConnection(asyncio.Protocol):
         self.deadline = float("inf")
         if self.busy or self.transport is None:
             return
-        if self.head is not None or self.buf:
+        if self.in_message:
             self._reject(408, "Request not received in time")
         else:
             self.closing = True
@@ -261,9 +361,10 @@ class HttpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.pop(self, None)
         self.closing = True
-        self.buf.clear()
-        self._chunks = []
+        self.queue.clear()
+        self.body = []
         self.account.close()
+        self.held = 0
         if self.task is not None:  # the client went away: its call is dropped, or cancelled where it waits
             self.task.cancel()
 
@@ -281,124 +382,43 @@ class HttpConnection(asyncio.Protocol):
         if self.transport is not None and not self.busy:
             self.transport.close()
 
-    def data_received(self, data: bytes) -> None:
-        if not self.buf and self.head is None and not self.busy:  # the first byte of a request
-            self.deadline = time.monotonic() + self.limits.header_timeout_seconds
-        if not self.account.grow_request(len(data)):
-            self._reject(503, "The server's memory for buffered requests is full (--memory_budget_bytes)")
-            return
-        self.buf += data
-        if not self.busy and not self.write_paused:
-            self._process()
-        self._flow()
+    # -- answering, in order ------------------------------------------------------------------------------
+
+    def _refuse(self, error: BadRequest) -> None:
+        """A request that cannot be read: answered now, or after the answers still owed (in order)."""
+        self.ignoring = True
+        if self.busy or self.queue:
+            self.queue.append(error)
+        else:
+            self._reject(error.status, error.message)
 
     def _process(self) -> None:
-        while not self.busy and not self.closing and not self.write_paused:
-            if self.head is None:
-                end = self.buf.find(b"\r\n\r\n")
-                if self._bare_lf(len(self.buf) if end < 0 else end + 4):
-                    self._reject(400, "Bare LF line end (lines end with CRLF)")
-                    return
-                if end < 0:
-                    if len(self.buf) > self.limits.max_header_bytes:
-                        self._reject(431, "Request header fields too large")
-                    return
-                head = bytes(self.buf[:end]).decode("latin-1")
-                self._consume(end + 4)
-                self.scanned = 0
-                if not self._parse_head(head):
-                    return
-                self.deadline = time.monotonic() + self.limits.body_timeout_seconds
-            method, path, keep_alive, length, chunked = self.head  # type: ignore[misc]
-            if chunked:
-                body = self._chunked_body()
-                if body is None:
-                    return
-            else:
-                assert length is not None
-                if len(self.buf) < length:
-                    return
-                body = bytes(self.buf[:length])
-                self._consume(length)
-            self.head = None
+        while self.queue and not self.busy and not self.closing and not self.write_paused:
+            item = self.queue.popleft()
+            if isinstance(item, BadRequest):
+                self._reject(item.status, item.message)
+                return
             self.busy = True
             self.deadline = float("inf")  # the handler's time is not the client's
             self.server.inflight += 1
-            held, self.taken = self.taken, 0
-            task = self.task = self.loop.create_task(self._respond(method, path, body, keep_alive, held))
+            task = self.task = self.loop.create_task(self._respond(item))
             self.server.tasks.add(task)
             task.add_done_callback(self.server.tasks.discard)
 
-    def _consume(self, n: int) -> None:
-        del self.buf[:n]
-        self.taken += n
-
-    def _bare_lf(self, stop: int) -> bool:
-        """Is there an LF not preceded by CR in buf[:stop]? Scans each byte once (slow senders included)."""
-        i = self.buf.find(b"\n", self.scanned, stop)
-        while i >= 0:
-            if i == 0 or self.buf[i - 1] != 13:
-                return True
-            i = self.buf.find(b"\n", i + 1, stop)
-        self.scanned = max(self.scanned, stop - 1)
-        return False
-
-    def _parse_head(self, head: str) -> bool:
-        try:
-            method, path, keep_alive, length, chunked, headers = parse_head(head, self.limits.max_headers)
-        except BadRequest as e:
-            self._reject(e.status, e.message)
-            return False
-        limit = self.server.max_request_bytes
-        if length is not None and length > limit:
-            self._reject(
-                413,
-                f"Request body of {length} bytes exceeds the limit of {limit} bytes (--max_request_bytes)",
-            )
-            return False
-        self.head = (method, path, keep_alive, length, chunked)
-        if headers.get("expect", "").lower() == "100-continue":
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # type: ignore[union-attr]
-        self._chunk_total = 0
-        self._chunks = []
-        return True
-
-    def _chunked_body(self) -> bytes | None:
-        limit = self.server.max_request_bytes
-        while True:
-            end = self.buf.find(b"\r\n")
-            if end < 0:
-                return None
-            match = CHUNK_SIZE.fullmatch(bytes(self.buf[:end]))
-            if match is None:
-                self._reject(400, "Malformed chunked encoding: invalid chunk size")
-                return None
-            size = int(match.group(1), 16)
-            if size == 0:
-                trailer_end = self.buf.find(b"\r\n\r\n", end)
-                if self.buf[end : end + 4] == b"\r\n\r\n":
-                    self._consume(end + 4)
-                elif trailer_end >= 0:
-                    self._consume(trailer_end + 4)
-                else:
-                    return None
-                body = b"".join(self._chunks)
-                self._chunks = []
-                return body
-            if self._chunk_total + size > limit:
-                self._reject(413, f"Request body exceeds the limit of {limit} bytes (--max_request_bytes)")
-                return None
-            if len(self.buf) < end + 2 + size + 2:
-                return None
-            self._chunks.append(bytes(self.buf[end + 2 : end + 2 + size]))
-            self._chunk_total += size
-            self._consume(end + 2 + size + 2)
+    def _release(self) -> None:
+        """Give back the request bytes no request still needs: everything but the one being received."""
+        if self.queue:
+            return
+        keep = self.head_size + self.body_bytes if self.in_message else 0
+        freed = max(0, self.held - keep)
+        self.held -= freed
+        self.account.shrink_request(freed)
 
     def _reject(self, status: int, message: str) -> None:
         """Answer an unreadable request and close: the rest of its body is never read."""
         self._write(status, json_codec.encode_error(message), JSON, keep_alive=False)
         self.closing = True
-        self.buf.clear()
+        self.queue.clear()
         self.transport.close()  # type: ignore[union-attr]
 
     def _write(self, status: int, body: bytes, content_type: bytes, keep_alive: bool) -> None:
@@ -411,30 +431,40 @@ class HttpConnection(asyncio.Protocol):
         )
         self.transport.write(head.encode() + body)  # type: ignore[union-attr]
 
-    async def _respond(self, method: str, path: str, body: bytes, keep_alive: bool, held: int) -> None:
+    async def _respond(self, request: Request) -> None:
         try:
             try:
-                status, out, ctype = await self.server.handle(method, path, body)
+                status, out, ctype = await self.server.handle(request.method, request.path, request.body)
             except Exception as exc:  # a bug of ours: still an answer, never a dropped connection
                 err = as_serving_error(exc)
                 status, out, ctype = err.http_status, json_codec.encode_error(err.message), JSON
             if self.transport is None or self.transport.is_closing():
                 return
-            keep = keep_alive and not self.closing
+            keep = request.keep_alive and not self.closing
             self._write(status, out, ctype, keep)
             if not keep:
+                self.closing = True
                 self.transport.close()
         finally:
             self.server.inflight -= 1
             self.busy = False
             self.task = None
-            self.account.shrink_request(held)
-            self.deadline = time.monotonic() + (
-                self.limits.header_timeout_seconds if self.buf else self.limits.idle_timeout_seconds
-            )
-        if self.transport is not None and not self.transport.is_closing() and not self.write_paused:
-            if self.buf:
-                self._process()
+            self._release()
+            if self.in_message:
+                timeout = (
+                    self.limits.header_timeout_seconds if self.in_head else self.limits.body_timeout_seconds
+                )
+                self.deadline = time.monotonic() + timeout
+            else:
+                self.deadline = time.monotonic() + self.limits.idle_timeout_seconds
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self.continue_owed and not self.queue:
+            self.continue_owed = False
+            transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if not self.write_paused:
+            self._process()
             self._flow()
 
 
