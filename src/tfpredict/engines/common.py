@@ -1,12 +1,15 @@
 """What every engine shares, so the local engine (`pipeline.py`), Ray's and Spark's agree: which outputs and
 --keep columns a job may ask for, the output table's schema, the first bad row of a batch that fails, and
-(for the cluster engines) the driver's checks of the input files, --keep types and CSV's list columns."""
+(for the cluster engines) the driver's checks of the input files, --keep types and CSV's list columns, and
+what a Ray actor and a Spark Python worker both do with their model: load it (LoadOptions), then predict
+Arrow batches into output batches (BatchModel)."""
 
 from __future__ import annotations
 
 import os
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +18,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import InputError, OutputError, UsageError
-from ..features import AllowMissing, FeatureSpec
+from ..features import AllowMissing, FeatureSpec, source_schema
 from ..io.files import InputFile
 from ..io.readers import input_columns, read_inputs
 from ..io.types import check_columns, first_failing_row, is_list, list_depth
-from ..io.writers import column_from_numpy, json_text, output_format
+from ..io.writers import column_from_numpy, json_text, output_format, output_type, outputs_to_batch
+from ..predictor import DEFAULT_BATCH_SIZE, Feeds, Predictor
 
 _ROW_PREFIX = re.compile(r"^Row \d+:\s*")
 
@@ -177,13 +181,106 @@ def text_lists_schema(schema: pa.Schema) -> pa.Schema:
     return pa.schema([pa.field(f.name, pa.string()) if is_list(f.type) else f for f in schema])
 
 
+# ---------------------------------------------------------------------- a cluster worker's model
+
+#: TensorFlow's inter-op setting that runs every op in the thread that calls the model (a negative
+#: ConfigProto.inter_op_parallelism_threads). A worker that holds one core then never waits for TensorFlow's
+#: pool thread to be woken and scheduled, which on a core shared with Spark's JVM took 2-3x the model's own
+#: CPU time per call (and the pool's spinning burns CPU too).
+CALLER_THREAD = -1
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How a cluster worker loads the export (a Spark worker's cache key: another setting, another Predictor).
+    threads: TensorFlow's intra-op threads; inter_op_threads: its inter-op pool (CALLER_THREAD: none)."""
+
+    signature: str | None = None
+    threads: int | None = None
+    inter_op_threads: int | None = None
+    xla: bool = False
+    batch_size: int = DEFAULT_BATCH_SIZE
+
+
+def load_predictor(export_dir: str | os.PathLike[str], options: LoadOptions) -> Predictor:
+    """The Predictor of a worker (a Ray actor, a Spark Python worker) for the export on its node."""
+    return Predictor.load(
+        export_dir,
+        options.signature,
+        intra_op_threads=options.threads,
+        inter_op_threads=options.inter_op_threads,
+        xla=options.xla,
+        batch_size=options.batch_size,
+    )
+
+
+class BatchModel:
+    """A worker's Predictor as one job uses it: an Arrow batch of feature columns (already in the model's
+    types) -> feeds -> the selected outputs -> the output batch (--keep columns, then the outputs)."""
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        signature: str | None = None,
+        outputs: Sequence[str] | None = None,
+        *,
+        keep: Sequence[str] = (),
+        keep_types: dict[str, pa.DataType] | None = None,
+        allow_missing: AllowMissing = (),
+        assembled: dict[str, list[str]] | None = None,
+        text_lists: bool = False,
+        schema: pa.Schema | None = None,
+    ) -> None:
+        """schema: the output schema when the driver knows it; None: the first batch's (output_schema)."""
+        self.predictor = predictor
+        self.signature = signature or predictor.signature
+        declared = predictor.signatures[self.signature].outputs
+        self.selected = list(outputs) if outputs else list(declared)
+        self.declared = {k: output_type(t.dtype, t.shape) for k, t in declared.items()}
+        self.assembled = dict(assembled or {})
+        self.inputs = source_schema(predictor.inputs_for(self.signature), self.assembled)  # columns it reads
+        self.keep = list(keep)
+        self.keep_types = dict(keep_types or {})
+        self.allow_missing = allow_missing
+        self.text_lists = text_lists  # CSV output: list columns as JSON text
+        self.schema = schema
+
+    def convert(self, features: pa.RecordBatch) -> Feeds:
+        return self.predictor.convert(
+            features, signature=self.signature, allow_missing=self.allow_missing, assemble=self.assembled
+        )
+
+    def predict(
+        self, features: pa.RecordBatch, name_row: Callable[[int], str] = lambda i: ""
+    ) -> dict[str, Any]:
+        """The selected outputs of a batch. A row that does not convert is an InputError naming it:
+        name_row(i) ("file: ") then the converter's message without its "Row i: "."""
+        try:
+            feeds = self.convert(features)
+        except InputError as exc:
+            i, message = first_bad_row(self.convert, features)
+            raise InputError(name_row(i) + (message or without_row_prefix(exc.message))) from None
+        return self.predictor.predict_feeds(feeds, outputs=self.selected)
+
+    def output_batch(self, outputs: dict[str, np.ndarray], rows: pa.RecordBatch) -> pa.RecordBatch:
+        """The output batch of `rows` (whose --keep columns it copies) and their outputs."""
+        kept = cast_keep(rows.select(self.keep), self.keep_types) if self.keep else None
+        schema = self.schema or output_schema(self.selected, self.declared, outputs, kept, self.keep)
+        result = outputs_to_batch(outputs, schema, kept)
+        return lists_as_json_text(result) if self.text_lists else result
+
+
 __all__ = [
+    "CALLER_THREAD",
+    "BatchModel",
+    "LoadOptions",
     "cast_keep",
     "check_inputs",
     "check_keep",
     "check_output_directory",
     "first_bad_row",
     "lists_as_json_text",
+    "load_predictor",
     "output_schema",
     "selected_outputs",
     "text_lists_schema",

@@ -12,12 +12,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..errors import InputError
-from ..features import source_schema
 from ..io.types import typed_features, where
-from ..io.writers import output_type, outputs_to_batch
-from ..predictor import DEFAULT_BATCH_SIZE, Predictor
-from .common import cast_keep, first_bad_row, lists_as_json_text, output_schema, without_row_prefix
+from .common import BatchModel, LoadOptions, lists_as_json_text, load_predictor
 from .ray_export import ExportPackage
 
 #: Ray's `include_paths` column: lets an actor name the file of a bad row.
@@ -28,13 +24,9 @@ PATH_COLUMN = "path"
 class PredictSettings:
     """What every actor needs to know besides the export."""
 
-    signature: str | None = None
+    load: LoadOptions = LoadOptions()  # signature, TensorFlow threads, XLA, rows per model call
     outputs: tuple[str, ...] | None = None
     keep: tuple[str, ...] = ()
-    batch_size: int = DEFAULT_BATCH_SIZE
-    threads: int | None = None
-    inter_op_threads: int | None = None
-    xla: bool = False
     text_lists: bool = (
         False  # CSV output: list columns as JSON text ("[0.1, 0.9]"), as the local engine writes
     )
@@ -89,23 +81,17 @@ class PredictBatches:
         import ray
 
         self.settings = settings
-        self.keep = list(settings.keep)
-        self.predictor: Predictor = Predictor.load(
-            export.materialize(),
-            settings.signature,
-            intra_op_threads=settings.threads,
-            inter_op_threads=settings.inter_op_threads,
-            xla=settings.xla,
-            batch_size=settings.batch_size,
+        self.model = BatchModel(  # engines/common.py: the same as a Spark worker's
+            load_predictor(export.materialize(), settings.load),
+            settings.load.signature,
+            settings.outputs,
+            keep=settings.keep,
+            keep_types=dict(settings.keep_types),
+            allow_missing=settings.allow_missing,
+            assembled={k: list(v) for k, v in settings.assembled},
+            text_lists=settings.text_lists,
         )
-        self.signature = self.predictor.signature
-        self.assembled = {k: list(v) for k, v in settings.assembled}
-        self.schema = source_schema(self.predictor.inputs_for(self.signature), self.assembled)
-        outputs = self.predictor.signatures[self.signature].outputs
-        self.selected = list(settings.outputs) if settings.outputs else list(outputs)
-        self.declared = {k: output_type(t.dtype, t.shape) for k, t in outputs.items()}
-        self.keep_types = dict(settings.keep_types)
-        self.use_paths = PATH_COLUMN not in self.schema and PATH_COLUMN not in self.keep
+        self.use_paths = PATH_COLUMN not in self.model.inputs and PATH_COLUMN not in settings.keep
         context = ray.get_runtime_context()
         self.node = context.get_node_id()
         self.actor = context.get_actor_id() or f"pid{os.getpid()}"
@@ -115,23 +101,16 @@ class PredictBatches:
     def __call__(self, table: pa.Table) -> Iterator[pa.Table]:
         """One Ray block in, its predictions out, in model calls of `batch_size` rows."""
         batch = _one_batch(table)
-        for start in range(0, max(batch.num_rows, 1), self.settings.batch_size):
-            yield self._predict(batch.slice(start, self.settings.batch_size))
+        size = self.settings.load.batch_size
+        for start in range(0, max(batch.num_rows, 1), size):
+            yield self._predict(batch.slice(start, size))
 
     def _predict(self, batch: pa.RecordBatch) -> pa.Table:
         started = time.perf_counter()
         paths = batch.column(PATH_COLUMN) if self.use_paths and PATH_COLUMN in batch.schema.names else None
-        features = typed_features(batch, self.schema, paths)
-        try:
-            feeds = self._convert(features)
-        except InputError as exc:
-            raise self._locate(features, paths, exc) from None
-        outputs = self.predictor.predict_feeds(feeds, outputs=self.selected)
-        kept = cast_keep(batch.select(self.keep), self.keep_types)
-        schema = output_schema(self.selected, self.declared, outputs, kept, self.keep)
-        result = outputs_to_batch(outputs, schema, kept)
-        if self.settings.text_lists:
-            result = lists_as_json_text(result)
+        features = typed_features(batch, self.model.inputs, paths)
+        outputs = self.model.predict(features, lambda i: where(paths, i))
+        result = self.model.output_batch(outputs, batch)
         if self.stats is not None:
             import ray
 
@@ -141,19 +120,6 @@ class PredictBatches:
                 )
             )
         return pa.Table.from_batches([result])
-
-    def _convert(self, features: pa.RecordBatch) -> Any:
-        return self.predictor.convert(
-            features,
-            signature=self.signature,
-            allow_missing=self.settings.allow_missing,
-            assemble=self.assembled,
-        )
-
-    def _locate(self, features: pa.RecordBatch, paths: pa.Array | None, first: InputError) -> InputError:
-        """Bisect a batch whose conversion failed down to its first bad row, and name that row's file."""
-        i, message = first_bad_row(self._convert, features)
-        return InputError(where(paths, i) + (message or without_row_prefix(first.message)))
 
 
 def _one_batch(table: pa.Table) -> pa.RecordBatch:

@@ -14,6 +14,7 @@ from ..features import FeatureSpec
 from ..io.files import InputFile
 from ..io.types import column_type
 from ..predictor import DEFAULT_BATCH_SIZE
+from .common import LoadOptions
 from .ray_actors import PredictBatches, PredictSettings
 from .ray_export import ExportPackage, import_ray, package_export
 
@@ -89,13 +90,9 @@ def predict_dataset(
     package = export if isinstance(export, ExportPackage) else package_export(export, ship=ship_export)
     workers, threads, num_cpus = plan_workers(workers, threads, num_cpus)
     settings = PredictSettings(
-        signature=signature,
+        load=LoadOptions(signature, threads, inter_op_threads, xla, batch_size),
         outputs=tuple(outputs) if outputs else None,
         keep=tuple(dict.fromkeys(keep)),
-        batch_size=batch_size,
-        threads=threads,
-        inter_op_threads=inter_op_threads,
-        xla=xla,
         text_lists=text_lists,
         keep_types=tuple((keep_types or {}).items()),
         allow_missing=allow_missing if isinstance(allow_missing, bool) else tuple(allow_missing),

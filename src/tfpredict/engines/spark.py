@@ -83,7 +83,8 @@ class SparkPredictResult:
                 f"spark: executor {w.executor} ({w.where}) worker {w.pid}: {w.rows:,} rows, "
                 f"{w.rows_per_second:,.0f} rows/s while busy, "
                 f"export loaded {w.loads}x in {w.load_seconds:.1f} s, "
-                f"busy {w.busy_seconds:.1f} s + output to Spark {w.handoff_seconds:.1f} s"
+                f"busy {w.busy_seconds:.1f} s (first model call {w.first_call_seconds:.1f} s) "
+                f"+ output to Spark {w.handoff_seconds:.1f} s"
             )
         return lines
 

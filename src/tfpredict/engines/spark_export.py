@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..predictor import Predictor
+from .common import LoadOptions, load_predictor
 
 #: Predictors a Python worker keeps (different exports or settings in one session); the oldest is closed.
 CACHED_PREDICTORS = 2
@@ -96,17 +97,6 @@ def _digest(version_dir: Path) -> str:
 # ------------------------------------------------------------------------------------- on the executors
 
 
-@dataclass(frozen=True)
-class LoadOptions:
-    """How a worker loads the export (part of the cache key: another setting is another Predictor)."""
-
-    signature: str | None = None
-    threads: int | None = None
-    inter_op_threads: int | None = None
-    xla: bool = False
-    batch_size: int = 8192
-
-
 @dataclass
 class LoadedPredictor:
     predictor: Predictor
@@ -137,14 +127,7 @@ def cached_predictor(ref: ExportRef, options: LoadOptions) -> tuple[LoadedPredic
             return found, False
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         started = time.perf_counter()
-        predictor = Predictor.load(
-            ref.local_dir(),
-            options.signature,
-            intra_op_threads=options.threads,
-            inter_op_threads=options.inter_op_threads,
-            xla=options.xla,
-            batch_size=options.batch_size,
-        )
+        predictor = load_predictor(ref.local_dir(), options)
         age = process_age() if not _predictors else None  # the first load also paid the imports
         loaded = LoadedPredictor(predictor, age if age is not None else time.perf_counter() - started)
         _predictors[key] = loaded
@@ -154,4 +137,4 @@ def cached_predictor(ref: ExportRef, options: LoadOptions) -> tuple[LoadedPredic
         return loaded, True
 
 
-__all__ = ["CACHED_PREDICTORS", "ExportRef", "LoadOptions", "cached_predictor", "ship_export"]
+__all__ = ["CACHED_PREDICTORS", "ExportRef", "cached_predictor", "ship_export"]

@@ -30,8 +30,8 @@ from ..features import (
 )
 from ..io.writers import output_type
 from ..predictor import DEFAULT_BATCH_SIZE, CallPath, Predictor
-from .common import check_keep, output_schema, selected_outputs
-from .spark_export import ExportRef, LoadOptions, ship_export
+from .common import CALLER_THREAD, LoadOptions, check_keep, output_schema, selected_outputs
+from .spark_export import ExportRef, ship_export
 from .spark_read import arrow_schema, spark_schema
 from .spark_worker import COLUMNS, WorkerSettings, predict_partition, predict_structs
 
@@ -251,9 +251,10 @@ def load_options(
 ) -> LoadOptions:
     if threads is not None and threads < 1:
         raise UsageError(f"--threads must be at least 1, not {threads}")
-    # One task per spark.task.cpus cores, each in its own Python worker: TensorFlow gets that many threads.
+    # One task per spark.task.cpus cores, each in its own Python worker: TensorFlow gets that many threads,
+    # and runs its ops in the worker's own thread (no inter-op pool to hand each model call to).
     task_cpus = int(spark.sparkContext.getConf().get("spark.task.cpus", "1"))
-    return LoadOptions(signature, threads or task_cpus, inter_op or 1, xla, batch_size)
+    return LoadOptions(signature, threads or task_cpus, inter_op or CALLER_THREAD, xla, batch_size)
 
 
 def _check_frame_columns(

@@ -22,14 +22,13 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import InputError
-from ..features import FeatureSpec, source_schema
+from ..features import FeatureSpec
 from ..io.files import detect_format
 from ..io.tfrecord import read_tfrecord
 from ..io.types import as_model_type, cast_text, is_scalar, is_text, type_words, value_type
-from ..io.writers import outputs_to_batch
 from ..predictor import Predictor
-from .common import cast_keep, first_bad_row, lists_as_json_text, without_row_prefix
-from .spark_export import ExportRef, LoadOptions, cached_predictor
+from .common import BatchModel, LoadOptions
+from .spark_export import ExportRef, cached_predictor
 
 #: How the rows of one DataFrame reach the workers.
 COLUMNS, TFRECORD_FILES = "columns", "tfrecord-files"
@@ -69,6 +68,8 @@ class WorkerStats:
     handoff_seconds: float = 0.0  # in Spark, taking our output batches (serialising them to the JVM)
     loads: int = 0
     load_seconds: float = 0.0
+    # Of busy_seconds: the first model call after each load (TensorFlow builds and optimises its step then).
+    first_call_seconds: float = 0.0
 
     def add(self, other: WorkerStats) -> None:
         self.rows += other.rows
@@ -77,6 +78,7 @@ class WorkerStats:
         self.handoff_seconds += other.handoff_seconds
         self.loads += other.loads
         self.load_seconds += other.load_seconds
+        self.first_call_seconds += other.first_call_seconds
 
     @property
     def rows_per_second(self) -> float:
@@ -121,17 +123,20 @@ def predict_partition(
 ) -> Iterator[pa.RecordBatch]:
     """The mapInArrow function: the output batches of a partition's input batches."""
     loaded, fresh = cached_predictor(settings.export, settings.load)
-    model = _Model(loaded.predictor, settings)
+    model = _batch_model(loaded.predictor, settings)
     me = _this_worker()
     if fresh:
         me.loads, me.load_seconds = 1, loaded.load_seconds
     try:
         for batch in batches:
-            outputs = model.predict(batch)
+            outputs = _predictions(model, batch, settings)
             while True:
                 started = time.perf_counter()
                 out = next(outputs, None)
-                me.busy_seconds += time.perf_counter() - started  # converting and predicting
+                seconds = time.perf_counter() - started
+                me.busy_seconds += seconds  # converting and predicting
+                if fresh and out is not None and not me.rows:
+                    me.first_call_seconds = seconds
                 if out is None:
                     break
                 me.rows += out.num_rows
@@ -147,10 +152,10 @@ def predict_partition(
 def predict_structs(arrays: Iterator[pa.Array], settings: WorkerSettings) -> Iterator[pa.Array]:
     """The UDF form: a struct column of the inputs in, a struct column of the outputs out, row for row."""
     loaded, _ = cached_predictor(settings.export, settings.load)
-    model = _Model(loaded.predictor, settings)
+    model = _batch_model(loaded.predictor, settings)
     struct = pa.struct(list(settings.schema))
     for array in arrays:
-        outs = list(model.predict(pa.RecordBatch.from_struct_array(array)))
+        outs = list(_predictions(model, pa.RecordBatch.from_struct_array(array), settings))
         if not outs:
             yield pa.array([], struct)
             continue
@@ -158,78 +163,70 @@ def predict_structs(arrays: Iterator[pa.Array], settings: WorkerSettings) -> Ite
         yield pa.StructArray.from_arrays([c.chunk(0) for c in table.columns], fields=list(table.schema))
 
 
-class _Model:
-    """One job's use of a worker's Predictor: input columns -> feeds -> outputs -> the output batch."""
+def _batch_model(predictor: Predictor, settings: WorkerSettings) -> BatchModel:
+    """One job's use of a worker's Predictor (engines/common.py: the same as a Ray actor's)."""
+    return BatchModel(
+        predictor,
+        settings.load.signature,
+        settings.outputs,
+        keep=settings.keep,
+        keep_types=dict(settings.keep_types),
+        allow_missing=settings.allow_missing,
+        assembled={k: list(v) for k, v in settings.assembled},
+        text_lists=settings.text_lists,
+        schema=settings.schema,
+    )
 
-    def __init__(self, predictor: Predictor, settings: WorkerSettings) -> None:
-        self.predictor = predictor
-        self.settings = settings
-        self.signature = settings.load.signature or predictor.signature
-        self.assembled = {k: list(v) for k, v in settings.assembled}
-        self.schema = source_schema(predictor.inputs_for(self.signature), self.assembled)
-        self.keep = list(settings.keep)
-        self.keep_types = dict(settings.keep_types)
-        self.serialized_input = predictor.serialized_input_for(self.signature)
-        self.prefix = f"{settings.path}: " if settings.path else ""
 
-    def predict(self, batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
-        size = self.settings.load.batch_size
-        if self.settings.source == TFRECORD_FILES:
-            for i in range(batch.num_rows):
-                yield from self._tfrecord_file(batch.column("path")[i].as_py(), batch.column("content")[i])
-            return
-        for start in range(0, batch.num_rows, size):
-            part = batch.slice(start, size)
-            features = typed_columns(part, self.schema, self.prefix)
-            try:
-                feeds = self._convert(features)
-            except InputError as exc:
-                _, message = first_bad_row(self._convert, features)
-                raise InputError(self.prefix + (message or without_row_prefix(exc.message))) from None
-            yield self._output(self.predictor.predict_feeds(feeds, outputs=list(self.settings.outputs)), part)
-
-    def _convert(self, features: pa.RecordBatch) -> Any:
-        return self.predictor.convert(
-            features,
-            signature=self.signature,
-            allow_missing=self.settings.allow_missing,
-            assemble=self.assembled,
-        )
-
-    def _output(self, outputs: dict[str, np.ndarray], batch: pa.RecordBatch) -> pa.RecordBatch:
-        kept = cast_keep(batch.select(self.keep), self.keep_types) if self.keep else None
-        result = outputs_to_batch(outputs, self.settings.schema, kept)
-        return lists_as_json_text(result) if self.settings.text_lists else result
-
-    def _tfrecord_file(self, uri: str, content: Any) -> Iterator[pa.RecordBatch]:
-        """A whole TFRecord file's bytes, read by the local engine's reader from a local copy."""
-        name = self.settings.path or uri
-        suffix = "".join(Path(name).suffixes[-2:]) or ".tfrecord"
-        with tempfile.TemporaryDirectory(prefix="tfpredict-") as tmp:
-            local = Path(tmp) / f"input{suffix}"
-            local.write_bytes(content.as_buffer() if hasattr(content, "as_buffer") else content.as_py())
-            chunks = read_tfrecord(
-                detect_format(local),
-                self.schema,
-                self.settings.load.batch_size,
-                self.keep,
-                serialized=self.settings.tfrecord_serialized,
+def _predictions(
+    model: BatchModel, batch: pa.RecordBatch, settings: WorkerSettings
+) -> Iterator[pa.RecordBatch]:
+    """The output batches of one input batch, in model calls of batch_size rows."""
+    if settings.source == TFRECORD_FILES:
+        for i in range(batch.num_rows):
+            yield from _tfrecord_file(
+                model, settings, batch.column("path")[i].as_py(), batch.column("content")[i]
             )
-            try:
-                for chunk in chunks:
-                    if chunk.serialized is not None and self.serialized_input is not None:
-                        outputs = self.predictor.run(
-                            {self.serialized_input: chunk.serialized},
-                            signature=self.signature,
-                            outputs=list(self.settings.outputs),
-                        )
-                    else:
-                        features = typed_columns(chunk.batch, self.schema, f"{name}: ")
-                        feeds = self._convert(features)
-                        outputs = self.predictor.predict_feeds(feeds, outputs=list(self.settings.outputs))
-                    yield self._output(outputs, chunk.batch)
-            except InputError as exc:
-                raise InputError(exc.message.replace(str(local), name)) from None
+        return
+    prefix = f"{settings.path}: " if settings.path else ""
+    size = settings.load.batch_size
+    for start in range(0, batch.num_rows, size):
+        part = batch.slice(start, size)
+        features = typed_columns(part, model.inputs, prefix)
+        yield model.output_batch(model.predict(features, lambda i: prefix), part)
+
+
+def _tfrecord_file(
+    model: BatchModel, settings: WorkerSettings, uri: str, content: Any
+) -> Iterator[pa.RecordBatch]:
+    """A whole TFRecord file's bytes, read by the local engine's reader from a local copy."""
+    name = settings.path or uri
+    suffix = "".join(Path(name).suffixes[-2:]) or ".tfrecord"
+    serialized_input = model.predictor.serialized_input_for(model.signature)
+    with tempfile.TemporaryDirectory(prefix="tfpredict-") as tmp:
+        local = Path(tmp) / f"input{suffix}"
+        local.write_bytes(content.as_buffer() if hasattr(content, "as_buffer") else content.as_py())
+        chunks = read_tfrecord(
+            detect_format(local),
+            model.inputs,
+            settings.load.batch_size,
+            model.keep,
+            serialized=settings.tfrecord_serialized,
+        )
+        try:
+            for chunk in chunks:
+                if chunk.serialized is not None and serialized_input is not None:
+                    outputs = model.predictor.run(
+                        {serialized_input: chunk.serialized},
+                        signature=model.signature,
+                        outputs=model.selected,
+                    )
+                else:  # as the local engine reads a TFRecord file: its message names the record
+                    feeds = model.convert(typed_columns(chunk.batch, model.inputs, f"{name}: "))
+                    outputs = model.predictor.predict_feeds(feeds, outputs=model.selected)
+                yield model.output_batch(outputs, chunk.batch)
+        except InputError as exc:
+            raise InputError(exc.message.replace(str(local), name)) from None
 
 
 def typed_columns(batch: pa.RecordBatch, schema: dict[str, FeatureSpec], prefix: str = "") -> pa.RecordBatch:
