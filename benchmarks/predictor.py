@@ -7,7 +7,7 @@ kept, then the others run), so the machine's other load hits them alike; each fi
 rounds, and "spread" says how far apart the rounds were ((max - min) / median). Ratios are taken within each
 round, then the median of them.
   - the model alone: `predict_feeds` on feeds converted beforehand, in batches of the Predictor's batch size,
-  - `Predictor.predict(DataFrame)` on the same rows (conversion of batch i+1 overlapped with the model on i),
+  - `Predictor.predict(DataFrame)` on the same rows (the caller converts batch i+2 while two model calls run),
   - serialize tf.Example in Python + the export's signature in batches of 512 (the usual hand-written
     replacement), on the first --serialize-rows rows (its rows/s does not depend on how many),
   - Estimator.predict, batched (512) + prefetched, and one call per row (TF 2.15 venv; one run each, context),

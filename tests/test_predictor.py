@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -208,10 +209,10 @@ def test_serialized_input_for(dnn: Predictor) -> None:
 
 # ---------------------------------------------------------------- internal batches: overlap, order, errors
 class _ThreadRecorder(Predictor):
-    """A real Predictor that notes, at each model call, its thread and whether a conversion thread exists."""
+    """A real Predictor that notes, at each model call, its thread and whether a helper thread exists."""
 
     def predict_feeds(self, feeds, *, outputs=None):  # type: ignore[no-untyped-def]
-        helpers = [t.name for t in threading.enumerate() if t.name.startswith("tfpredict-convert")]
+        helpers = [t.name for t in threading.enumerate() if t.name.startswith("tfpredict-")]
         self.calls.append((threading.current_thread().name, bool(helpers)))
         return super().predict_feeds(feeds, outputs=outputs)
 
@@ -222,7 +223,7 @@ def test_batches_give_the_rows_answers_in_input_order(batch_size: int) -> None:
         assert_matches(predictor.predict(DNN.read_csv(predictor)), DNN.expected, f"batch_size={batch_size}")
 
 
-def test_one_batch_has_no_helper_thread_and_more_convert_in_one() -> None:
+def test_one_batch_has_no_helper_thread_and_more_run_the_model_in_two() -> None:
     me = threading.current_thread().name
     with _ThreadRecorder.load(DNN.export, batch_size=64) as predictor:
         predictor.calls = []
@@ -232,8 +233,10 @@ def test_one_batch_has_no_helper_thread_and_more_convert_in_one() -> None:
         predictor.batch_size = 16
         predictor.calls = []
         assert_matches(predictor.predict(frame), DNN.expected)  # 4 batches
-        assert [thread for thread, _ in predictor.calls] == [me] * 4  # the model: the caller's thread
-        assert predictor.calls[0][1]  # while it runs batch 0, batch 1 is converted in a helper thread
+        threads = {thread for thread, _ in predictor.calls}
+        assert len(predictor.calls) == 4 and 1 <= len(threads) <= 2  # the model: at most two helper threads
+        assert all(thread.startswith("tfpredict-model") for thread in threads)
+    assert not [t for t in threading.enumerate() if t.name.startswith("tfpredict-")]  # none left behind
 
 
 @pytest.mark.parametrize("bad_row", [3, 9, 21, 49])
@@ -274,10 +277,18 @@ def test_overlapped_raises_the_first_failure_in_loop_order() -> None:
         overlapped([0, 1, 2, 3], prepare, call)
     assert "prepare 3" not in events
     events.clear()
-    # prepare 2 fails: raised only once call 1 (which ran meanwhile) is done, nothing after it runs
-    with pytest.raises(ValueError, match="prepare 2"):
+    # prepare 2 fails: raised only once calls 0 and 3 (which ran meanwhile) are done, nothing after it runs
+    with pytest.raises(ValueError, match="prepare 2") as raised:
         overlapped([0, 3, 2, 4], prepare, call)
-    assert events[-1] in ("call 3", "prepare 2") and "call 3" in events and "prepare 4" not in events
+    assert "call 0" in events and "call 3" in events and "prepare 4" not in events
+    assert raised.value.__context__ is None  # raised as itself, not while handling another error
+    # a call fails while a later one fails too: the earlier one is raised, calls not yet started never run
+    with pytest.raises(KeyError, match="call 1"):
+        overlapped([5, 1, 6, 1, 7, 8, 9], prepare, call)
+    events.clear()
+    with pytest.raises(KeyError, match="call 1"):
+        overlapped([1, 0, 3, 4, 5, 6, 7, 8], prepare, call)
+    assert sum(e.startswith("call") for e in events) <= 3  # at most the two in flight and one ready
     assert overlapped([0, 3, 4], prepare, call) == [0, 30, 40]
     threads: list[tuple[str, str]] = []
     overlapped(
@@ -286,13 +297,26 @@ def test_overlapped_raises_the_first_failure_in_loop_order() -> None:
         lambda i: threads.append(("call", threading.current_thread().name)) or i,
     )
     me = threading.current_thread().name
-    assert [t for what, t in threads if what == "call"] == [me] * 3
-    assert [t.startswith("tfpredict-convert") for what, t in threads if what == "prepare"] == [
-        False,
-        True,
-        True,
-    ]
+    assert [t for what, t in threads if what == "prepare"] == [me] * 3
+    assert all(t.startswith("tfpredict-model") for what, t in threads if what == "call")
     assert overlapped([], prepare, call) == []
+    assert overlapped([4], prepare, call) == [40]
+
+
+def test_overlapped_keeps_two_calls_in_flight_and_the_results_in_input_order() -> None:
+    from tfpredict._batches import overlapped
+
+    both = threading.Barrier(2, timeout=10)  # broken (an error) unless two calls run at the same time
+
+    def call(i: int) -> int:
+        if i < 2:
+            both.wait()
+        if i == 2:
+            time.sleep(0.05)  # finishes after call 3: the results still come back in input order
+        return i * 10
+
+    assert overlapped(list(range(6)), lambda i: i, call) == [0, 10, 20, 30, 40, 50]
+    assert overlapped(list(range(3)), lambda i: i, lambda i: i, in_flight=1) == [0, 1, 2]
 
 
 # ---------------------------------------------------------------- one row, every form

@@ -1,10 +1,11 @@
-"""The internal batches of one predict() call: a helper thread converts batch i+1 while the caller's thread
-runs the model on batch i (both release the GIL for most of their work), and errors come out as a plain loop
-would raise them: in input order, row numbers counted from the start of the whole input."""
+"""The internal batches of one predict() call: the caller's thread converts batch i+2 while two helper threads
+run the model on batches i and i+1 (TensorFlow releases the GIL while it computes), and errors come out as a
+plain loop would raise them: in input order, row numbers counted from the start of the whole input."""
 
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
@@ -14,6 +15,11 @@ from .errors import InputError
 Prepared = TypeVar("Prepared")
 Result = TypeVar("Result")
 
+#: Model calls in flight at once. One call of a small dense model keeps ~1.6 of 2 cores busy: its ops are
+#: too small to split well, and turning its string outputs into Python objects holds the GIL. A second call
+#: fills those gaps (the batch job's MODEL_WORKERS does the same, for the same reason).
+CALLS_IN_FLIGHT = 2
+
 _ROW = re.compile(r"^Row (\d+):")
 
 
@@ -21,32 +27,40 @@ def overlapped(
     starts: Sequence[int],
     prepare: Callable[[int], Prepared],
     call: Callable[[Prepared], Result],
+    in_flight: int = CALLS_IN_FLIGHT,
 ) -> list[Result]:
-    """[call(prepare(s)) for s in starts], with prepare of the next start overlapping call of this one.
+    """[call(prepare(s)) for s in starts], with up to `in_flight` calls running at once in helper threads
+    while the caller's thread prepares the next start; the results in the order of `starts`.
 
-    call runs in the caller's thread, prepare of every start but the first in one helper thread (none for a
-    single start), one start ahead: at most two prepared batches exist at once. The model's results never
-    wait for a thread switch, and the next batch is usually ready when the model is done (conversion is the
-    shorter step). The first failure in loop order is raised: a model error of batch i comes before a
-    conversion error of batch i+1, which is raised only once batch i's call is done.
+    A single start runs in the caller's thread, without helper threads. Otherwise at most in_flight + 1
+    prepared batches exist at once. The first failure in loop order is raised: a model error of batch i
+    comes before a conversion error of batch i+1, which is raised only once the calls before it are done;
+    nothing after a failed conversion starts, and calls not yet started when one fails never do.
     """
     if len(starts) <= 1:
         return [call(prepare(s)) for s in starts]
     results: list[Result] = []
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tfpredict-convert") as pool:
-        ready = prepare(starts[0])
-        for k in range(len(starts)):
-            upcoming: Future[Prepared] | None = None
-            if k + 1 < len(starts):
-                upcoming = pool.submit(prepare, starts[k + 1])
-            try:
-                results.append(call(ready))
-            except BaseException:
-                if upcoming is not None:
-                    upcoming.cancel()  # if it already runs, leaving the pool waits for it
-                raise
-            if upcoming is not None:
-                ready = upcoming.result()
+    running: deque[Future[Result]] = deque()
+    with ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="tfpredict-model") as pool:
+        try:
+            for start in starts:
+                failed: BaseException | None = None
+                try:
+                    ready = prepare(start)
+                except BaseException as exc:
+                    failed = exc
+                if failed is not None:
+                    while running:  # a loop would have raised an earlier call's failure first
+                        results.append(running.popleft().result())
+                    raise failed
+                while len(running) >= in_flight:
+                    results.append(running.popleft().result())
+                running.append(pool.submit(call, ready))
+            while running:
+                results.append(running.popleft().result())
+        finally:
+            for future in running:
+                future.cancel()  # those already running finish before the pool is left
     return results
 
 

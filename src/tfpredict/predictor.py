@@ -301,7 +301,7 @@ class Predictor:
             except InputError as exc:
                 raise rows_from(start, exc) from exc.__cause__
 
-        # Batch i+1 is converted while the model runs batch i (in one helper thread).
+        # The caller's thread converts batch i+2 while two helper threads run the model on batches i, i+1.
         parts = overlapped(
             range(0, table.num_rows, size), convert, lambda feeds: self.predict_feeds(feeds, outputs=outputs)
         )
