@@ -215,3 +215,17 @@ def test_rest_timeout_answers_504() -> None:
     status, body, service_finished = asyncio.run(answer())
     assert status == 504 and b"did not finish within 50 ms" in body
     assert not service_finished  # answered at the timeout, while the call was still running
+
+
+def test_window_updates_owed_for_our_data_never_count_as_a_flood() -> None:
+    """grpcio answers each DATA frame with a stream and a connection WINDOW_UPDATE: at tens of thousands of
+    calls a second that is far past the bucket's rate, and must not get GOAWAY ENHANCE_YOUR_CALM."""
+    from tfpredict.serving.h2_flood import FloodGuard, FloodLimits
+
+    guard = FloodGuard(FloodLimits(window_update=(10, 0.0)))  # no refill with time: only what is earned
+    assert all(guard.allow("window_update") for _ in range(10))
+    assert not guard.allow("window_update")  # unearned: a flood
+    for _ in range(3):
+        guard.sent_data()
+    assert all(guard.allow("window_update") for _ in range(6))  # two per DATA frame we sent
+    assert not guard.allow("window_update")

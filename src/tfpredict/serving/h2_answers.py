@@ -25,6 +25,7 @@ from .grpc_wire import (
     length_prefixed,
     status_block,
 )
+from .h2_flood import FloodGuard
 from .status import ServingError
 
 
@@ -46,6 +47,7 @@ class Answers:
     transport: asyncio.Transport | None
     loop: asyncio.AbstractEventLoop
     limits: Any
+    flood: FloodGuard
 
     # the connection's own (grpc_http2.py) and flow control's (h2_flow.py): declared, not defined here, so
     # that they never shadow the real ones in the connection's MRO
@@ -80,6 +82,7 @@ class Answers:
                     )
                 )  # fmt: skip
             )
+            self.flood.sent_data()
             self._close_stream(stream)
             return
         head = HEAD_PREFIX + sid + RESPONSE_HEADERS
@@ -110,6 +113,7 @@ class Answers:
         self.send_window -= n
         stream.send_window -= n
         self._write(frame(DATA, 0, stream.id, data))
+        self.flood.sent_data()
         return True
 
     def end_call(self, stream: Any) -> None:

@@ -4,7 +4,10 @@ A client may send SETTINGS, PING, WINDOW_UPDATE, PRIORITY, RST_STREAM and empty 
 allows; each costs a reply or a walk over state. Like nghttp2's and grpc-core's mitigations (rapid reset is
 CVE-2023-44487), each kind has a token bucket per connection: a burst, then a sustained rate; past it the
 connection is closed with GOAWAY ENHANCE_YOUR_CALM. The rates are far above what gRPC clients send (a few
-PINGs per second for keepalive and BDP probing, a WINDOW_UPDATE per ~32 KB of answers).
+PINGs per second for keepalive and BDP probing). WINDOW_UPDATEs are what a client owes for the DATA it
+receives (grpcio sends one for the stream and one for the connection per answer, so a busy client sends
+tens of thousands a second): every DATA frame we send earns the client two more (`earn`), and only
+updates beyond those count against the rate.
 """
 
 from __future__ import annotations
@@ -47,6 +50,13 @@ class TokenBucket:
             return True
         return False
 
+    def earn(self, n: float) -> None:
+        """Add `n` tokens (up to the burst): frames the client is owed by what we sent it."""
+        self.tokens = min(self.burst, self.tokens + n)
+
+
+WINDOW_UPDATES_PER_DATA = 2  # the stream's and the connection's
+
 
 class FloodGuard:
     """One connection's buckets: `allow(kind)` is False once that kind of frame floods."""
@@ -60,6 +70,10 @@ class FloodGuard:
 
     def allow(self, kind: str) -> bool:
         return self.buckets[kind].take()
+
+    def sent_data(self) -> None:
+        """A DATA frame went to the client: it may answer it with WINDOW_UPDATEs."""
+        self.buckets["window_update"].earn(WINDOW_UPDATES_PER_DATA)
 
 
 def table_size_updates(block: bytes, stop_after: int = 2) -> int:

@@ -24,6 +24,7 @@ from .grpc_wire import (
     Setting,
     frame,
 )
+from .h2_flood import FloodGuard
 
 
 class FlowControl:
@@ -35,6 +36,7 @@ class FlowControl:
     send_window: int
     peer_initial_window: int
     peer_max_frame: int
+    flood: FloodGuard
 
     def _write(self, data: bytes) -> None:
         raise NotImplementedError
@@ -114,6 +116,7 @@ class FlowControl:
                     self.blocked[stream.id] = stream
                 return
             self._write(frame(DATA, 0, stream.id, bytes(pending[:n])))
+            self.flood.sent_data()
             self.send_window -= n
             stream.send_window -= n
             pending = pending[n:]
