@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -211,6 +211,40 @@ def load_predictor(export_dir: str | os.PathLike[str], options: LoadOptions) -> 
         inter_op_threads=options.inter_op_threads,
         xla=options.xla,
         batch_size=options.batch_size,
+    )
+
+
+class JobSettings(Protocol):
+    """What a Ray actor's and a Spark worker's settings both say about one job's use of the Predictor."""
+
+    @property
+    def load(self) -> LoadOptions: ...
+    @property
+    def outputs(self) -> tuple[str, ...] | None: ...
+    @property
+    def keep(self) -> tuple[str, ...]: ...
+    @property
+    def keep_types(self) -> tuple[tuple[str, pa.DataType], ...]: ...
+    @property
+    def allow_missing(self) -> bool | tuple[str, ...]: ...
+    @property
+    def assembled(self) -> tuple[tuple[str, tuple[str, ...]], ...]: ...
+    @property
+    def text_lists(self) -> bool: ...
+
+
+def batch_model(predictor: Predictor, settings: JobSettings, schema: pa.Schema | None = None) -> BatchModel:
+    """The BatchModel of one job's settings (a Ray actor's PredictSettings, a Spark WorkerSettings)."""
+    return BatchModel(
+        predictor,
+        settings.load.signature,
+        settings.outputs,
+        keep=settings.keep,
+        keep_types=dict(settings.keep_types),
+        allow_missing=settings.allow_missing,
+        assembled={k: list(v) for k, v in settings.assembled},
+        text_lists=settings.text_lists,
+        schema=schema,
     )
 
 

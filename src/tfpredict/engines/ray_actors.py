@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 
 from ..io.types import typed_features, where
-from .common import BatchModel, LoadOptions, lists_as_json_text, load_predictor
+from .common import LoadOptions, batch_model, lists_as_json_text, load_predictor
 from .ray_export import ExportPackage
 
 #: Ray's `include_paths` column: lets an actor name the file of a bad row.
@@ -81,16 +81,8 @@ class PredictBatches:
         import ray
 
         self.settings = settings
-        self.model = BatchModel(  # engines/common.py: the same as a Spark worker's
-            load_predictor(export.materialize(), settings.load),
-            settings.load.signature,
-            settings.outputs,
-            keep=settings.keep,
-            keep_types=dict(settings.keep_types),
-            allow_missing=settings.allow_missing,
-            assembled={k: list(v) for k, v in settings.assembled},
-            text_lists=settings.text_lists,
-        )
+        # engines/common.py: the same as a Spark worker's
+        self.model = batch_model(load_predictor(export.materialize(), settings.load), settings)
         self.use_paths = PATH_COLUMN not in self.model.inputs and PATH_COLUMN not in settings.keep
         context = ray.get_runtime_context()
         self.node = context.get_node_id()

@@ -26,8 +26,7 @@ from ..features import FeatureSpec
 from ..io.files import detect_format
 from ..io.tfrecord import read_tfrecord
 from ..io.types import as_model_type, cast_text, is_scalar, is_text, type_words, value_type
-from ..predictor import Predictor
-from .common import BatchModel, LoadOptions
+from .common import BatchModel, LoadOptions, batch_model
 from .spark_export import ExportRef, cached_predictor
 
 #: How the rows of one DataFrame reach the workers.
@@ -123,7 +122,7 @@ def predict_partition(
 ) -> Iterator[pa.RecordBatch]:
     """The mapInArrow function: the output batches of a partition's input batches."""
     loaded, fresh = cached_predictor(settings.export, settings.load)
-    model = _batch_model(loaded.predictor, settings)
+    model = batch_model(loaded.predictor, settings, settings.schema)  # the same as a Ray actor's
     me = _this_worker()
     if fresh:
         me.loads, me.load_seconds = 1, loaded.load_seconds
@@ -152,7 +151,7 @@ def predict_partition(
 def predict_structs(arrays: Iterator[pa.Array], settings: WorkerSettings) -> Iterator[pa.Array]:
     """The UDF form: a struct column of the inputs in, a struct column of the outputs out, row for row."""
     loaded, _ = cached_predictor(settings.export, settings.load)
-    model = _batch_model(loaded.predictor, settings)
+    model = batch_model(loaded.predictor, settings, settings.schema)  # the same as a Ray actor's
     struct = pa.struct(list(settings.schema))
     for array in arrays:
         outs = list(_predictions(model, pa.RecordBatch.from_struct_array(array), settings))
@@ -161,21 +160,6 @@ def predict_structs(arrays: Iterator[pa.Array], settings: WorkerSettings) -> Ite
             continue
         table = pa.Table.from_batches(outs).combine_chunks()
         yield pa.StructArray.from_arrays([c.chunk(0) for c in table.columns], fields=list(table.schema))
-
-
-def _batch_model(predictor: Predictor, settings: WorkerSettings) -> BatchModel:
-    """One job's use of a worker's Predictor (engines/common.py: the same as a Ray actor's)."""
-    return BatchModel(
-        predictor,
-        settings.load.signature,
-        settings.outputs,
-        keep=settings.keep,
-        keep_types=dict(settings.keep_types),
-        allow_missing=settings.allow_missing,
-        assembled={k: list(v) for k, v in settings.assembled},
-        text_lists=settings.text_lists,
-        schema=settings.schema,
-    )
 
 
 def _predictions(
