@@ -61,3 +61,16 @@ def test_doctor_on_other_input_formats(fmt: str, tmp_path) -> None:  # type: ign
     assert x["stages"]["read"]["label"].startswith("read ")
     assert x["stages"]["end_to_end"]["rows"] == 50
     assert x["bottleneck"] in ("input", "model", "output")
+
+
+def test_a_small_input_read_past_the_time_slice_is_still_whole() -> None:
+    """On a slow machine the first chunk of a 50-row file can take longer than the reading slice: the short
+    chunk says the file ended, so one more read learns that the input was read whole (CI saw 'not all read')."""
+    from tests.conftest import load_fixture
+    from tfpredict import Predictor
+    from tfpredict.doctor.sample import input_files, read_sample
+
+    fixture = load_fixture("bench_dnn")
+    predictor = Predictor.load(fixture.export)
+    sample = read_sample(input_files(fixture.csv), dict(predictor.inputs), 1024, 1000, 0.0, 1e-9)
+    assert sample.rows == 50 and sample.exhausted

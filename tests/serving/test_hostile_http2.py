@@ -170,17 +170,20 @@ def test_window_updates_do_not_walk_blocked_streams(harness: Harness) -> None:
         for i in range(1000)
     )
     zero_window = frame(SETTINGS, 0, 0, (4).to_bytes(2, "big") + (0).to_bytes(4, "big"))
-    with Prober(harness) as probe:
-        started = time.perf_counter()
-        with socket.create_connection(("127.0.0.1", harness.port), timeout=20) as sock:
-            sock.sendall(PREFACE + zero_window + calls)
-            time.sleep(0.5)  # the answers are computed and parked
+    with socket.create_connection(("127.0.0.1", harness.port), timeout=20) as sock:
+        sock.sendall(PREFACE + zero_window + calls)
+        time.sleep(0.5)  # the answers are computed and parked
+        harness.loop.call(lambda: None)  # and the loop is past them
+        # The probe measures the flood alone: the 1,000 calls' own burst (~0.3 s of a cold server's loop,
+        # more on a loaded CI machine) is load a normal client may wait behind, not the attack's cost.
+        with Prober(harness) as probe:
+            started = time.perf_counter()
             try:
                 sock.sendall(frame(WINDOW_UPDATE, 0, 0, (1).to_bytes(4, "big")) * 100_000)
             except (BrokenPipeError, ConnectionResetError):
                 pass
             code = goaway_code(sock)
-        assert time.perf_counter() - started < 10
+            assert time.perf_counter() - started < 10
     assert code in (ENHANCE_YOUR_CALM, None)
     probe.check()
 

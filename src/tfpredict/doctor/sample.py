@@ -79,7 +79,9 @@ def read_sample(
 
     The wait for the first chunk (opening the file, starting the reader's threads, the first block) is
     timed apart as `startup_seconds`: a job pays it once per file, so it must not set the rate of a large
-    file. A large file is never read whole just to time it.
+    file. A large file is never read whole just to time it. When the time is up just after a short chunk (the
+    end of a file), one more chunk is read to learn whether the input has ended: a small input on a slow
+    machine is then still reported as read whole, at the cost of at most one chunk.
     """
     chunks: list[Chunk] = []
     kept, rows, seconds = 0, 0, 0.0
@@ -88,10 +90,15 @@ def read_sample(
         files, schema, batch_size, tfrecord_serialized=False, **(columns or {})
     )
     exhausted = False
+    peek = False  # the last chunk was short: the next read is cheap and may find the end
+    overtime = False  # the time was up once: at most one more read
 
     def more() -> bool:
+        nonlocal overtime
         if seconds >= max_seconds:
-            return False
+            allowed = peek and not overtime
+            overtime = True
+            return allowed
         if kept < keep_rows:
             return True
         steady = seconds - first_seconds
@@ -108,6 +115,7 @@ def read_sample(
             finally:
                 seconds += time.perf_counter() - start
             rows += chunk.num_rows
+            peek = chunk.num_rows < batch_size
             if not first_rows:
                 first_rows, first_seconds = chunk.num_rows, seconds
                 # Keep at most ~256 MB of input columns in memory, whatever the row width.
