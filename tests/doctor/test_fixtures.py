@@ -64,8 +64,9 @@ def test_doctor_on_other_input_formats(fmt: str, tmp_path) -> None:  # type: ign
 
 
 def test_a_small_input_read_past_the_time_slice_is_still_whole() -> None:
-    """On a slow machine the first chunk of a 50-row file can take longer than the reading slice: the short
-    chunk says the file ended, so one more read learns that the input was read whole (CI saw 'not all read')."""
+    """On a slow machine the first chunk of a 50-row file can take longer than the reading slice: the
+    short chunk says the file ended, so one more read learns that the input was read whole (CI once saw
+    'not all read')."""
     from tests.conftest import load_fixture
     from tfpredict import Predictor
     from tfpredict.doctor.sample import input_files, read_sample
