@@ -223,7 +223,7 @@ def test_batches_give_the_rows_answers_in_input_order(batch_size: int) -> None:
         assert_matches(predictor.predict(DNN.read_csv(predictor)), DNN.expected, f"batch_size={batch_size}")
 
 
-def test_one_batch_has_no_helper_thread_and_more_run_the_model_in_two() -> None:
+def test_one_batch_has_no_helper_thread_and_more_run_the_model_in_three() -> None:
     me = threading.current_thread().name
     with _ThreadRecorder.load(DNN.export, batch_size=64) as predictor:
         predictor.calls = []
@@ -234,7 +234,7 @@ def test_one_batch_has_no_helper_thread_and_more_run_the_model_in_two() -> None:
         predictor.calls = []
         assert_matches(predictor.predict(frame), DNN.expected)  # 4 batches
         threads = {thread for thread, _ in predictor.calls}
-        assert len(predictor.calls) == 4 and 1 <= len(threads) <= 2  # the model: at most two helper threads
+        assert len(predictor.calls) == 4 and 1 <= len(threads) <= 3  # the model: at most three helper threads
         assert all(thread.startswith("tfpredict-model") for thread in threads)
     assert not [t for t in threading.enumerate() if t.name.startswith("tfpredict-")]  # none left behind
 

@@ -301,7 +301,7 @@ class Predictor:
             except InputError as exc:
                 raise rows_from(start, exc) from exc.__cause__
 
-        # The caller's thread converts batch i+2 while two helper threads run the model on batches i, i+1.
+        # The caller's thread converts the next batch while helper threads run the model on those before it.
         parts = overlapped(
             range(0, table.num_rows, size), convert, lambda feeds: self.predict_feeds(feeds, outputs=outputs)
         )
