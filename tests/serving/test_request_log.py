@@ -9,6 +9,7 @@ import glob
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import grpc
@@ -85,6 +86,7 @@ def logged(testdata: dict[str, str], tmp_path_factory: pytest.TempPathFactory): 
         sent["halfj"].append(("error", "nope", None))
     for _ in range(2000):
         assert server.post("/v1/models/sampled:predict", json={"instances": [1.0]}).status_code == 200
+    time.sleep(0.5)  # the writer drains its queue every 50 ms: the counts below are then final
     metrics = server.get("/metrics").text
     assert server.stop() == 0  # the writer's queue is written out before the process ends
     yield logs, sent, metrics
