@@ -43,7 +43,9 @@ def model_config(models: dict[str, tuple[str, str, float]]) -> str:
 
 @pytest.fixture(scope="module")
 def logged(testdata: dict[str, str], tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    """One server, three models over half_plus_two: all requests to TFRecord, all to JSON Lines, 10%."""
+    """One server, three models over half_plus_two: all requests to TFRecord, all to JSON Lines, 10%; with
+    the response cache on, so the 2,000 identical requests to "sampled" check that cached answers are still
+    sampled and logged."""
     tmp = tmp_path_factory.mktemp("request_log")
     base = testdata["saved_model_half_plus_two_cpu"]
     logs = tmp / "logs"
@@ -63,6 +65,7 @@ def logged(testdata: dict[str, str], tmp_path_factory: pytest.TempPathFactory): 
         f"--model_config_file={config}",
         f"--monitoring_config_file={tmp / 'monitoring.txt'}",
         f"--request_log_max_file_bytes={ROTATE_BYTES}",
+        "--response_cache_bytes=1000000",
     ).wait()
     sent: dict[str, list[object]] = {"half": [], "halfj": [], "sampled": []}
     with grpc.insecure_channel(server.grpc) as channel:

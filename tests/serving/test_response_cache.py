@@ -98,6 +98,30 @@ def test_a_repeated_request_is_a_hit_and_never_batched(servers) -> None:
     assert metric(server, ":tensorflow:serving:batching_session:processed_batch_size_count") == batched + 2
 
 
+def test_a_replayed_body_gets_the_same_bytes_and_a_reformatted_one_the_same_answer(servers) -> None:
+    """REST keeps the rendered answer under the body as sent: a replay gets the same bytes; the same JSON
+    spelled differently is a hit of the outputs' entry, re-encoded."""
+    server = servers[0]["batching"].wait()
+    headers = {"Content-Type": "application/json"}
+    sent = b'{"instances": [5.0, 6.0]}'
+
+    def post(body: bytes):  # type: ignore[no-untyped-def]
+        r = server.post("/v1/models/half:predict", data=body, headers=headers)
+        assert r.status_code == 200, r.text
+        return r
+
+    misses, hits = cache(server, "miss"), cache(server, "hit")
+    first = post(sent)
+    assert first.json()["predictions"] == [4.5, 5.0]
+    assert (cache(server, "miss"), cache(server, "hit")) == (misses + 1, hits)
+    assert post(sent).content == first.content
+    assert (cache(server, "miss"), cache(server, "hit")) == (misses + 1, hits + 1)
+    assert post(b'{ "instances" : [5.0,6.0] }').json() == first.json()
+    assert (cache(server, "miss"), cache(server, "hit")) == (misses + 1, hits + 2)
+    missing = server.post("/v1/models/nope:predict", data=sent, headers=headers)
+    assert missing.status_code == 404 and "nope" in missing.text
+
+
 def test_the_cache_stays_within_its_bound(servers) -> None:
     server = servers[0]["small"].wait()
     for i in range(100):

@@ -108,6 +108,10 @@ class RequestLog:
             raise UsageError(f"--request_log_max_file_bytes must be >= 1, got {max_file_bytes}")
         return cls(configs, metrics, max_file_bytes)
 
+    def logs(self, model: str) -> bool:
+        """Does the model have a logging_config (its requests may be sampled)?"""
+        return model in self._rates
+
     def sampled(self, model: str) -> bool:
         rate = self._rates.get(model)
         return rate is not None and random.random() < rate

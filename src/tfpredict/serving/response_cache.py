@@ -5,6 +5,9 @@ shapes) and a 128-bit BLAKE2 digest of the request's canonical input bytes. A hi
 batch queue or a worker thread (InferenceService.run asks the cache first). Every load of a version is
 its own generation (a version directory reloaded under the same number does not hit the old answers), and
 entries of versions no longer loaded are dropped (counted as invalidations) within a sweep interval.
+
+The REST front end also keeps the answer's JSON under a key of the request body as sent (`body_key`): a
+replayed body is answered without decoding or encoding. Both kinds of entries share the bound in bytes.
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ class ResponseCache:
         self.models = None if models is None else frozenset(models)
         self._metrics = metrics
         self._live = live
-        self._entries: OrderedDict[bytes, tuple[dict[str, np.ndarray], int, str, int]] = OrderedDict()
+        # key -> (outputs, or a rendered answer body; bytes charged; model; generation)
+        self._entries: OrderedDict[bytes, tuple[dict[str, np.ndarray] | bytes, int, str, int]] = OrderedDict()
         self._generations: dict[int, int] = {}  # generation -> entries
         self.bytes = 0
         self._lock = threading.Lock()
@@ -68,13 +72,29 @@ class ResponseCache:
                 _hash_array(h, name, data[name])
         return generation.to_bytes(8, "little") + h.digest()
 
+    def body_key(self, servable: Any, route: str, body: bytes) -> bytes | None:
+        """The key of a REST request body on a route (e.g. "classify") of a servable, bytes as sent; None
+        when its model does not use the cache."""
+        if self.models is not None and servable.name not in self.models:
+            return None
+        generation = servable.memo(_GENERATION, lambda: next(_GENERATIONS))
+        h = hashlib.blake2b(digest_size=16, person=b"rest-body")  # apart from the outputs' keys
+        h.update(repr((servable.name, servable.version, generation, route, len(body))).encode())
+        h.update(body)
+        return generation.to_bytes(8, "little") + h.digest()
+
     def get(self, key: bytes, model: str) -> dict[str, np.ndarray] | None:
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None:
-                self._entries.move_to_end(key)
-        self._metrics.response_cache.inc(model, "hit" if entry is not None else "miss")
-        return None if entry is None else entry[0]
+        value = self._lookup(key)
+        self._metrics.response_cache.inc(model, "hit" if value is not None else "miss")
+        return value if isinstance(value, dict) else None
+
+    def get_body(self, key: bytes, model: str) -> bytes | None:
+        """A rendered answer kept under body_key; only hits are counted (a miss goes on to `get`)."""
+        value = self._lookup(key)
+        if not isinstance(value, bytes):
+            return None
+        self._metrics.response_cache.inc(model, "hit")
+        return value
 
     def put(self, key: bytes, model: str, outputs: dict[str, np.ndarray]) -> None:
         """Keep a copy of the outputs (read-only, detached from the batch they were sliced from)."""
@@ -85,6 +105,21 @@ class ResponseCache:
             copy.flags.writeable = False
             kept[name] = copy
             size += _nbytes(copy) + ARRAY_OVERHEAD_BYTES
+        self._insert(key, model, kept, size)
+
+    def put_body(self, key: bytes, model: str, body: bytes) -> None:
+        """Keep a rendered answer under its request's body_key."""
+        self._insert(key, model, body, ENTRY_OVERHEAD_BYTES + len(body))
+
+    def _lookup(self, key: bytes) -> dict[str, np.ndarray] | bytes | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            self._entries.move_to_end(key)
+            return entry[0]
+
+    def _insert(self, key: bytes, model: str, value: dict[str, np.ndarray] | bytes, size: int) -> None:
         if size > self.max_bytes:
             return
         generation = int.from_bytes(key[:8], "little")
@@ -92,7 +127,7 @@ class ResponseCache:
         with self._lock:
             if key in self._entries:
                 return
-            self._entries[key] = (kept, size, model, generation)
+            self._entries[key] = (value, size, model, generation)
             self._generations[generation] = self._generations.get(generation, 0) + 1
             self.bytes += size
             while self.bytes > self.max_bytes:

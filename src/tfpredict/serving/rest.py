@@ -80,10 +80,18 @@ class RestApi:
                     raise invalid(f"Malformed request: {method} {path}")
                 spec, api = _spec(m.group(1), m.group(2), m.group(3)), m.group(4).lower()
                 model = spec.name
-                doc = await self._loads(body)
-                decode, kind, encode = PATHS[api]
-                request = decode(spec, doc)
-                out = encode(request, await self._deadline(kind.infer(self.service, request)))
+                cache = self.service.cache
+                body_key = self._body_key(spec, api, body)
+                hit = cache.get_body(body_key, model) if cache is not None and body_key else None
+                if hit is not None:  # the same bytes answered before, by this version
+                    out = hit
+                else:
+                    doc = await self._loads(body)
+                    decode, kind, encode = PATHS[api]
+                    request = decode(spec, doc)
+                    out = encode(request, await self._deadline(kind.infer(self.service, request)))
+                    if cache is not None and body_key:
+                        cache.put_body(body_key, model, out)
             elif method == "GET":
                 m = MODEL_PATH.fullmatch(path)
                 if m is None:
@@ -103,6 +111,18 @@ class RestApi:
             return err.http_status, json_codec.encode_error(err.message), JSON
         self.metrics.record_request(model, api, "REST", "OK", (time.perf_counter() - start) * 1e6)
         return 200, out, JSON
+
+    def _body_key(self, spec: Spec, api: str, body: bytes) -> bytes | None:
+        """The response cache's key of this body as sent, when its model uses the cache and logs no
+        requests (a sampled request must go the whole way, to be logged as it was decoded)."""
+        cache, requests = self.service.cache, self.service.request_log
+        if cache is None or (requests is not None and requests.logs(spec.name)):
+            return None
+        try:
+            servable = self.service.servable(spec)
+        except ServingError:
+            return None  # the whole path gives the error
+        return cache.body_key(servable, api, body)
 
     async def _deadline(self, answer: Coroutine[Any, Any, Answer]) -> Answer:
         """--rest_api_timeout_in_ms: past it the request is abandoned with DEADLINE_EXCEEDED (504)."""
