@@ -194,6 +194,7 @@ def test_rest_timeout_answers_504() -> None:
     class SlowService:
         executor = None
         request_log = None  # InferenceService's: no model samples its requests
+        cache = None  # nor is any answer cached (--response_cache_bytes 0)
         method_name_check = False  # nor checks signature method names
 
         def servable(self, spec: object) -> Servable:
