@@ -52,6 +52,7 @@ class Answers:
     # the connection's own (grpc_http2.py) and flow control's (h2_flow.py): declared, not defined here, so
     # that they never shadow the real ones in the connection's MRO
     _cancel: Callable[[Any], None]
+    _debit: Callable[[Any, int], None]
     _pump: Callable[[Any], None]
     _release: Callable[[Any], None]
 
@@ -63,8 +64,7 @@ class Answers:
         sid = stream.id.to_bytes(4, "big")
         n = len(data)
         if n <= self.peer_max_frame and n <= self.send_window and n <= stream.send_window:
-            self.send_window -= n
-            stream.send_window -= n
+            self._debit(stream, n)
             # HEADERS, DATA, trailers: the usual small answer in one piece
             self._write(
                 b"".join(
@@ -82,7 +82,6 @@ class Answers:
                     )
                 )  # fmt: skip
             )
-            self.flood.sent_data()
             self._close_stream(stream)
             return
         head = HEAD_PREFIX + sid + RESPONSE_HEADERS
@@ -110,10 +109,8 @@ class Answers:
             return False
         if first:
             self._write(HEAD_PREFIX + stream.id.to_bytes(4, "big") + RESPONSE_HEADERS)
-        self.send_window -= n
-        stream.send_window -= n
+        self._debit(stream, n)
         self._write(frame(DATA, 0, stream.id, data))
-        self.flood.sent_data()
         return True
 
     def end_call(self, stream: Any) -> None:

@@ -101,6 +101,13 @@ class FlowControl:
             if stream.id in self.parked and stream.send_window > 0:
                 self._unpark([stream])
 
+    def _debit(self, stream: Any, n: int) -> None:
+        """n bytes of one DATA frame went to the client on `stream`: both send windows shrink, and the
+        client may answer the frame with WINDOW_UPDATEs that are no flood (h2_flood.FloodGuard.sent_data)."""
+        self.send_window -= n
+        stream.send_window -= n
+        self.flood.sent_data()
+
     def _pump(self, stream: Any) -> None:
         """Send as much of a stream's pending response as the windows allow; then its trailers."""
         pending = stream.pending
@@ -116,9 +123,7 @@ class FlowControl:
                     self.blocked[stream.id] = stream
                 return
             self._write(frame(DATA, 0, stream.id, bytes(pending[:n])))
-            self.flood.sent_data()
-            self.send_window -= n
-            stream.send_window -= n
+            self._debit(stream, n)
             pending = pending[n:]
         stream.pending = None
         self.blocked.pop(stream.id, None)

@@ -85,8 +85,9 @@ class ResponseCache:
 
     def get(self, key: bytes, model: str) -> dict[str, np.ndarray] | None:
         value = self._lookup(key)
-        self._metrics.response_cache.inc(model, "hit" if value is not None else "miss")
-        return value if isinstance(value, dict) else None
+        outputs = value if isinstance(value, dict) else None
+        self._metrics.response_cache.inc(model, "hit" if outputs is not None else "miss")
+        return outputs
 
     def get_body(self, key: bytes, model: str) -> bytes | None:
         """A rendered answer kept under body_key; only hits are counted (a miss goes on to `get`)."""
