@@ -99,6 +99,17 @@ DATASETS: list[tuple[str, Callable[[random.Random], list[Row]]]] = [
     ("babyweight_estimator", babyweight_estimator_rows),
     ("babyweight_keras", babyweight_keras_rows),
 ]
+BABYWEIGHT_ESTIMATOR_COLUMNS = [
+    "is_male",
+    "mother_age",
+    "mother_race",
+    "plurality",
+    "gestation_weeks",
+    "mother_married",
+    "cigarette_use",
+    "alcohol_use",
+]
+BABYWEIGHT_KERAS_COLUMNS = ["is_male", "mother_age", "plurality", "gestation_weeks"]
 EXPORTS: dict[str, tuple[str, list[str]]] = {
     "serving_half_plus_two_cpu": ("half_plus", ["x", "x2", "inputs"]),
     "serving_half_plus_two_mlmd": ("half_plus", ["x", "x2", "inputs"]),
@@ -106,44 +117,11 @@ EXPORTS: dict[str, tuple[str, list[str]]] = {
     "serving_half_plus_three": ("half_plus", ["x", "inputs"]),
     "serving_matrix_half_plus_two": ("matrix", ["x"]),
     "tda_qwikstart_keras": ("normal", ["dense_input"]),
-    "cloudml_housing_regressor": (
-        "babyweight_estimator",
-        [
-            "is_male",
-            "mother_age",
-            "mother_race",
-            "plurality",
-            "gestation_weeks",
-            "mother_married",
-            "cigarette_use",
-            "alcohol_use",
-        ],
-    ),
-    "tda_dataflow_serving_v1": (
-        "babyweight_estimator",
-        [
-            "is_male",
-            "mother_age",
-            "mother_race",
-            "plurality",
-            "gestation_weeks",
-            "mother_married",
-            "cigarette_use",
-            "alcohol_use",
-        ],
-    ),
-    "tda_babyweight_20220204091019": (
-        "babyweight_keras",
-        ["is_male", "mother_age", "plurality", "gestation_weeks"],
-    ),
-    "tda_babyweight_20220204091627": (
-        "babyweight_keras",
-        ["is_male", "mother_age", "plurality", "gestation_weeks"],
-    ),
-    "tda_babyweight_20220204094559": (
-        "babyweight_keras",
-        ["is_male", "mother_age", "plurality", "gestation_weeks"],
-    ),
+    "cloudml_housing_regressor": ("babyweight_estimator", BABYWEIGHT_ESTIMATOR_COLUMNS),
+    "tda_dataflow_serving_v1": ("babyweight_estimator", BABYWEIGHT_ESTIMATOR_COLUMNS),
+    "tda_babyweight_20220204091019": ("babyweight_keras", BABYWEIGHT_KERAS_COLUMNS),
+    "tda_babyweight_20220204091627": ("babyweight_keras", BABYWEIGHT_KERAS_COLUMNS),
+    "tda_babyweight_20220204094559": ("babyweight_keras", BABYWEIGHT_KERAS_COLUMNS),
 }
 
 
