@@ -19,6 +19,7 @@ how many rows each model call of the batching-on server merged.
                                [--[no-]batching_process]
     python benchmarks/serve.py --tls | --request_log [--sampling_rate 0.1] |
                                --cache [--cache_bytes N --repeat_fraction 0.5 --repeat_window 2000]
+                                       [--rest_client wrk|asyncio]
                                [--rounds 3] [--seconds 5] [--concurrency ...]
       (benchmarks/serve_production.py: each production feature against the same server without it)
 """
@@ -195,7 +196,7 @@ def classify_request(row: dict[str, object]) -> classification_pb2.Classificatio
         if isinstance(v, str):
             ex.features.feature[k].bytes_list.value.append(v.encode())
         else:
-            ex.features.feature[k].float_list.value.append(float(v))
+            ex.features.feature[k].float_list.value.append(float(v))  # type: ignore[arg-type]  # not a str: a number
     return request
 
 
@@ -303,6 +304,9 @@ def main() -> int:
     production.add_argument("--cache_bytes", type=int, default=8 << 20, help="of --cache")
     production.add_argument("--repeat_fraction", type=float, default=0.5, help="of --cache's stream")
     production.add_argument("--repeat_window", type=int, default=2000, help="repeats come from these last")
+    production.add_argument(
+        "--rest_client", choices=("wrk", "asyncio"), default="wrk", help="the load of --cache's stream"
+    )
     production.add_argument(
         "--rounds", type=int, default=3, help="interleaved rounds of each feature's cells"
     )

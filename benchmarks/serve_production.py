@@ -8,7 +8,11 @@ the spread (min-max) of requests/s, because the 2 cores are shared with the clie
   --request_log  no logging_config vs sampling_rate 0.1 (TFRecord): cost, fraction logged, and every
                  logged record checked against the request sent and its answer
   --cache        no cache vs --response_cache_bytes, REST, a stream where each request repeats one of the
-                 last --repeat_window requests with probability --repeat_fraction, else is a new row
+                 last --repeat_window requests with probability --repeat_fraction, else is a new row; the
+                 load comes from wrk (`apt install wrk`, benchmarks/stream.lua replays one stream per wrk
+                 thread), whose CPU per request (printed) is a fraction of the server's;
+                 `--rest_client asyncio` uses this process's asyncio clients instead, which cost about as
+                 much CPU per request as the server's whole miss path, so they cap what any cache can show
 """
 
 from __future__ import annotations
@@ -19,8 +23,11 @@ import collections
 import glob
 import os
 import random
+import resource
+import shutil
 import ssl
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -110,15 +117,79 @@ async def measure_rest(
         return lat, errors, time.perf_counter() - start
 
     await run(min(1.0, seconds / 3))
+    cpu = time.process_time()
     lat, errors, elapsed = await run(seconds)
+    cpu = time.process_time() - cpu
     arr = np.asarray(lat) * 1e3
     return {
+        "client_us": cpu / max(1, len(lat)) * 1e6,
         "rps": len(lat) / elapsed,
         "p50": float(np.percentile(arr, 50)) if len(arr) else float("nan"),
         "n": len(lat),
         "errors": len(errors),
         "first_error": errors[0] if errors else "",
     }
+
+
+def measure_wrk(
+    port: int, concurrency: int, seconds: float, streams: Callable[[], list[Stream]], tmp: Path
+) -> dict:
+    """Closed-loop keep-alive POSTs from wrk (2 threads, `concurrency` connections), each thread replaying
+    its own stream of `streams()` (so that a repeat always follows, in its thread, the request it
+    repeats), after a warm-up on other streams; wrk's own CPU per request comes back as client_us."""
+
+    def run(duration: float, count: int, threads: list[Stream]) -> tuple[str, float]:
+        bodies = tmp / "stream.jsonl"
+        lines = (s.next()[1] + b"\n" for _ in range(count // len(threads)) for s in threads)
+        bodies.write_bytes(b"".join(lines))
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out = subprocess.run(
+            ["wrk", f"-t{len(threads)}", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--timeout=10s",
+             f"-s{base.HERE / 'stream.lua'}", f"http://127.0.0.1:{port}",
+             "--", str(bodies), str(len(threads)), "/v1/models/bench:classify"],
+            capture_output=True, text=True, timeout=duration + 60,
+        )  # fmt: skip
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if out.returncode != 0:
+            raise RuntimeError(f"wrk failed:\n{out.stdout}\n{out.stderr}")
+        if _report(out.stdout).get("wrapped", "0") != "0":
+            raise RuntimeError("wrk ran out of request bodies: raise the count in measure_wrk")
+        cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+        return out.stdout, cpu
+
+    warm = min(1.0, seconds / 3)
+    text, _ = run(warm, 20_000, streams())
+    # enough bodies for 2.5x the warm-up's rate: wrk's threads parse the whole file before they start
+    count = max(20_000, int(float(_after(text, "Requests/sec:")) * seconds * 2.5))
+    text, cpu = run(seconds, count, streams())
+    sent = int(text.split(" requests in ")[0].rsplit("\n", 1)[-1].strip())
+    failed = sum(int(v) for v in _after(text, "Socket errors:").replace(",", " ").split()[1::2])
+    failed += int(_after(text, "Non-2xx or 3xx responses:") or 0)
+    return {
+        "rps": float(_after(text, "Requests/sec:")),
+        "p50": int(_report(text)["p50_us"]) / 1e3,
+        "n": sent,
+        "errors": failed,
+        "first_error": f"{failed} failed requests in wrk" if failed else "",
+        "client_us": cpu / max(1, sent) * 1e6,
+    }
+
+
+def _report(text: str) -> dict[str, str]:
+    """The lines stream.lua's done() adds to wrk's report."""
+    return {
+        line.split()[0]: line.split()[1]
+        for line in text.splitlines()
+        if line.startswith(("wrapped", "p50_us"))
+    }
+
+
+def _after(text: str, label: str) -> str:
+    """What follows `label` on its line of wrk's report ("" when wrk printed no such line)."""
+    for line in text.splitlines():
+        if line.strip().startswith(label):
+            return line.split(label, 1)[1].strip()
+    return ""
 
 
 def fixed(row: dict[str, object]) -> Callable[[], tuple[int, bytes]]:
@@ -146,6 +217,7 @@ def interleave(
                 print(
                     f"  round {r + 1} {cell:10s} {name:12s} {result['rps']:7.0f} req/s  "
                     f"p50 {result['p50']:6.2f} ms  server CPU {result['cpu_us']:5.0f} us/request  "
+                    f"client CPU {result.get('client_us', float('nan')):4.0f} us/request  "
                     f"errors {result['errors']}",
                     file=sys.stderr,
                 )
@@ -181,13 +253,20 @@ def summary(results: list[dict]) -> tuple[float, float, float, float, int]:
 def table(
     names: list[str], cells: list[str], out: dict[tuple[str, str], list[dict]], ratio_label: str
 ) -> None:
-    print("| cell | server | req/s (median) | spread | p50 ms | server CPU us/request | errors |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print(
+        "| cell | server | req/s (median) | spread | p50 ms | server CPU us/request | "
+        "client CPU us/request | errors |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for cell in cells:
         for name in names:
             med, lo, hi, p50, errors = summary(out[name, cell])
             cpu = statistics.median(r["cpu_us"] for r in out[name, cell])
-            print(f"| {cell} | {name} | {med:.0f} | {lo:.0f}-{hi:.0f} | {p50:.2f} | {cpu:.0f} | {errors} |")
+            client = statistics.median(r.get("client_us", float("nan")) for r in out[name, cell])
+            print(
+                f"| {cell} | {name} | {med:.0f} | {lo:.0f}-{hi:.0f} | {p50:.2f} | {cpu:.0f} | {client:.0f} | "
+                f"{errors} |"
+            )
     print(f"\n{ratio_label}, requests/s (median over rounds; per-round ratios in brackets):")
     a, b = names
     for cell in cells:
@@ -357,13 +436,21 @@ def run_cache(args: argparse.Namespace, row: dict[str, object], tmp: Path) -> No
     cells = [f"REST c={c}" for c in levels]
     streams: list[Stream] = []
 
-    def measure(name: str, cell: str) -> dict:
+    client = args.rest_client
+    if client == "wrk" and shutil.which("wrk") is None:
+        print("wrk not found (apt install wrk): the load comes from asyncio clients", file=sys.stderr)
+        client = "asyncio"
+
+    def new_stream() -> Stream:
         stream = Stream(row, args.repeat_fraction, args.repeat_window, seed=len(streams))
         streams.append(stream)
-        r = asyncio.run(
-            measure_rest(servers[name].rest_port, int(cell.split("c=")[1]), args.seconds, stream.next)
-        )
-        return r
+        return stream
+
+    def measure(name: str, cell: str) -> dict:
+        port, concurrency = servers[name].rest_port, int(cell.split("c=")[1])
+        if client == "wrk":
+            return measure_wrk(port, concurrency, args.seconds, lambda: [new_stream(), new_stream()], tmp)
+        return asyncio.run(measure_rest(port, concurrency, args.seconds, new_stream().next))
 
     try:
         out = interleave(servers, cells, args.rounds, measure)
@@ -390,8 +477,9 @@ def run_cache(args: argparse.Namespace, row: dict[str, object], tmp: Path) -> No
     print(
         f"\n`tfpredict serve` without vs with --response_cache_bytes={args.cache_bytes}, bench_dnn, "
         f"1 row per Classify over REST, batching off, a stream with {repeats:.1%} repeats (of the last "
-        f"{args.repeat_window} requests), {args.rounds} interleaved rounds of {args.seconds:g}s, asyncio "
-        "keep-alive clients; 2 cores shared with the client\n"
+        f"{args.repeat_window} requests), {args.rounds} interleaved rounds of {args.seconds:g}s, "
+        f"{'wrk, 2 threads' if client == 'wrk' else 'asyncio clients'}, keep-alive; 2 cores shared with "
+        "the client\n"
     )
     table(list(servers), cells, out, "cache / no cache")
     lookups = values["hit"] + values["miss"]
