@@ -22,6 +22,8 @@ how many rows each model call of the batching-on server merged.
                                        [--rest_client wrk|asyncio]
                                [--rounds 3] [--seconds 5] [--concurrency ...]
       (benchmarks/serve_production.py: each production feature against the same server without it)
+    python benchmarks/serve.py --before REV [--rounds 8] [--seconds 3]
+      (benchmarks/serve_versions.py: this tree's server against REV's, in interleaved rounds)
 """
 
 from __future__ import annotations
@@ -85,9 +87,11 @@ class ServerProcess:
         extra: list[str] | None = None,
         name: str = "",
         rest_ssl: ssl.SSLContext | None = None,
+        repo: Path = REPO,
     ) -> None:
         """`batching`: "" for off, else a batching parameters file's text; `extra`: more flags (a
-        --model_config_file replaces --model_base_path); `rest_ssl`: the client context of a TLS port."""
+        --model_config_file replaces --model_base_path); `rest_ssl`: the client context of a TLS port;
+        `repo`: the checkout whose src/ is served (another commit's worktree: serve_versions.py)."""
         extra = extra or []
         self.rest_ssl = rest_ssl
         self.grpc_port, self.rest_port = free_port(), free_port()
@@ -119,7 +123,7 @@ class ServerProcess:
             args += ["--enable_batching", f"--batching_parameters_file={tmp / 'batching.txt'}"]
             if process:
                 args.append("--batching_process")
-        env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        env = {**os.environ, "PYTHONPATH": f"{repo / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         self.log = tmp / f"server-{name or ('on' if batching else 'off')}.log"
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(self.log, "w"), env=env)
         deadline = time.monotonic() + 120
@@ -209,13 +213,13 @@ def measure_h2load(
     body.write_bytes(b"\x00" + struct.pack(">I", len(message)) + message)
     log = tmp / "h2load.log"
     log.unlink(missing_ok=True)  # h2load appends to it; it logs the measured requests only, not the warm-up
-    warmup = min(1.0, seconds / 3)
+    seconds = max(1, round(seconds))  # h2load takes whole seconds only
     cmd = [
         "h2load",
         "-c1",
         f"-m{concurrency}",
-        f"-D{seconds:g}",
-        f"--warm-up-time={warmup:g}",
+        f"-D{seconds}",
+        "--warm-up-time=1",
         f"--log-file={log}",
         f"-d{body}",
         "-Hcontent-type: application/grpc",
@@ -308,12 +312,23 @@ def main() -> int:
         "--rest_client", choices=("wrk", "asyncio"), default="wrk", help="the load of --cache's stream"
     )
     production.add_argument(
-        "--rounds", type=int, default=3, help="interleaved rounds of each feature's cells"
+        "--rounds", type=int, help="interleaved rounds of each feature's cells (3; --before: 8)"
+    )
+    ap.add_argument(
+        "--before",
+        metavar="REV",
+        help="this tree's server against REV's (a git worktree), interleaved rounds (serve_versions.py)",
     )
     args = ap.parse_args()
+    if args.before:
+        import serve_versions
+
+        with tempfile.TemporaryDirectory() as tmp:
+            return serve_versions.run(args, first_row(), Path(tmp))
     if args.tls or args.request_log or args.cache:
         import serve_production
 
+        args.rounds = args.rounds or 3
         run = {"tls": serve_production.run_tls, "request_log": serve_production.run_request_log}
         run["cache"] = serve_production.run_cache
         for feature, fn in run.items():
