@@ -230,3 +230,88 @@ def test_window_updates_owed_for_our_data_never_count_as_a_flood() -> None:
         guard.sent_data()
     assert all(guard.allow("window_update") for _ in range(6))  # two per DATA frame we sent
     assert not guard.allow("window_update")
+
+
+def test_memory_budget_charges_only_bytes_past_each_allowance() -> None:
+    """Random grow/shrink/backlog/close steps on three accounts: the budget's `used` is always the sum of
+    each account's bytes past its free allowance, and a grow is refused exactly when it would overrun."""
+    import random
+
+    from tfpredict.serving.memory import MemoryBudget
+
+    rng = random.Random(7)
+    for _ in range(500):
+        budget = MemoryBudget(
+            limit_bytes=rng.choice([1000, 5000, 10**6]), allowance=rng.choice([0, 100, 1000])
+        )
+        accounts = [budget.account() for _ in range(3)]
+        held = [[0, 0] for _ in accounts]  # (request, backlog) as the arithmetic says
+
+        def charge(request: int, backlog: int, allowance: int = budget.allowance) -> int:
+            return max(0, request + backlog - allowance)
+
+        for _ in range(50):
+            i = rng.randrange(3)
+            account, mine = accounts[i], held[i]
+            op = rng.random()
+            if op < 0.5:
+                n = rng.randrange(800)
+                used = sum(charge(*h) for h in held)
+                grows = charge(mine[0] + n, mine[1]) - charge(*mine)
+                fits = not (grows > 0 and used + grows > budget.limit)
+                assert account.grow_request(n) == fits
+                mine[0] += n if fits else 0
+            elif op < 0.8:
+                n = rng.randrange(800)
+                account.shrink_request(n)
+                mine[0] = max(0, mine[0] - n)
+            elif op < 0.95:
+                mine[1] = rng.randrange(1500)
+                account.set_backlog(mine[1])
+            else:
+                account.close()
+                mine[0] = mine[1] = 0
+            assert budget.used == sum(charge(*h) for h in held)
+            assert [(a.request, a.backlog) for a in accounts] == [tuple(h) for h in held]
+
+
+def test_deadlines_time_out_late_calls_and_pass_other_cancellations_through() -> None:
+    """Deadlines (--rest_api_timeout_in_ms without a timer per request): a call that ends in time gives
+    its result, one past the deadline TimeoutError within a sweep interval (and is itself cancelled), and
+    a request cancelled for another reason (its client went away) sees CancelledError, not a timeout."""
+    import asyncio
+
+    from tfpredict.serving.deadlines import Deadlines
+
+    deadlines = Deadlines(0.05)
+    cancelled: list[str] = []
+
+    async def work(seconds: float, name: str) -> str:
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            cancelled.append(name)
+            raise
+        return name
+
+    async def main() -> None:
+        assert await deadlines.run(work(0.001, "quick")) == "quick"
+        start = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await deadlines.run(work(5, "late"))
+        assert 0.05 <= time.monotonic() - start < 0.5
+        assert cancelled == ["late"]
+        current = asyncio.current_task()
+        assert current is not None and current.cancelling() == 0  # the timeout's cancel is undone
+        gone = asyncio.get_running_loop().create_task(deadlines.run(work(5, "gone")))
+        await asyncio.sleep(0.01)
+        gone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        assert cancelled == ["late", "gone"]
+        many = await asyncio.gather(*(deadlines.run(work(0.001 * i, str(i))) for i in range(50)))
+        assert many == [str(i) for i in range(50)]
+        await asyncio.sleep(0.12)
+        assert not deadlines.sweeping  # no request running: the sweep has stopped
+
+    asyncio.run(main())

@@ -50,7 +50,8 @@ class Account:
 
     def _recharge(self) -> int:
         """Charge the budget for what is held now; the change in charge."""
-        charged = max(0, self.request + self.backlog - self.budget.allowance)
+        over = self.request + self.backlog - self.budget.allowance
+        charged = over if over > 0 else 0
         delta = charged - self.charged
         self.budget.used += delta
         self.charged = charged
@@ -58,8 +59,13 @@ class Account:
 
     def grow_request(self, n: int) -> bool:
         """Hold `n` more request bytes; False (nothing held) when they would overrun the budget."""
-        self.request += n
-        charged = max(0, self.request + self.backlog - self.budget.allowance)
+        request = self.request + n
+        if not self.charged and request + self.backlog <= self.budget.allowance:
+            self.request = request  # within the free allowance before and after: the budget is not touched
+            return True
+        self.request = request
+        over = request + self.backlog - self.budget.allowance
+        charged = over if over > 0 else 0
         if charged > self.charged and self.budget.used + charged - self.charged > self.budget.limit:
             self.request -= n
             self.budget.refused += 1
@@ -68,8 +74,10 @@ class Account:
         return True
 
     def shrink_request(self, n: int) -> None:
-        self.request = max(0, self.request - n)
-        self._recharge()
+        request = self.request - n
+        self.request = request if request > 0 else 0
+        if self.charged:  # uncharged, it was within the allowance, and holds less now
+            self._recharge()
 
     def set_backlog(self, n: int) -> None:
         """Bytes the connection holds that no refusal can free: a transport's write buffer, answers waiting

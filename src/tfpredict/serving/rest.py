@@ -23,6 +23,7 @@ from urllib.parse import unquote
 from google.protobuf import json_format
 
 from . import json_codec
+from .deadlines import Deadlines
 from .health import Health, rest_answer
 from .inference import CLASSIFY, PREDICT, REGRESS, Answer, ExamplesRequest, InferenceService, Spec
 from .limits import Http1Limits
@@ -60,6 +61,7 @@ class RestApi:
         self.prometheus_path = prometheus_path
         self.limits = limits or Http1Limits()
         self.timeout_ms = timeout_ms
+        self.deadlines = Deadlines(timeout_ms / 1000) if timeout_ms > 0 else None
 
     async def handle(self, method: str, path: str, body: bytes) -> tuple[int, bytes, bytes]:
         if self.prometheus_path and path == self.prometheus_path and method == "GET":
@@ -126,14 +128,11 @@ class RestApi:
 
     async def _deadline(self, answer: Coroutine[Any, Any, Answer]) -> Answer:
         """--rest_api_timeout_in_ms: past it the request is abandoned with DEADLINE_EXCEEDED (504)."""
-        if self.timeout_ms <= 0:
+        if self.deadlines is None:
             return await answer
         try:
-            if hasattr(asyncio, "timeout"):  # Python 3.11+: no extra task per request
-                async with asyncio.timeout(self.timeout_ms / 1000):
-                    return await answer
-            return await asyncio.wait_for(answer, self.timeout_ms / 1000)
-        except (TimeoutError, asyncio.TimeoutError):  # distinct classes before Python 3.11
+            return await self.deadlines.run(answer)
+        except TimeoutError:
             raise ServingError(
                 "DEADLINE_EXCEEDED",
                 f"Request did not finish within {self.timeout_ms} ms (--rest_api_timeout_in_ms)",
