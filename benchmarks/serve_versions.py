@@ -7,6 +7,9 @@ anything else, and this machine's speed drifts between rounds): single-client RE
 and requests/s at concurrency `--concurrency` (64) over REST (asyncio clients) and gRPC (h2load). The
 comparison that matters is taken within each round: (after on/off) / (before on/off), so a slow spell
 that lands on one round moves both sides of its ratio; the table gives medians and the range over rounds.
+It also gives each cell's CPU time of the server's event-loop thread per answered request (warm-up
+included): the resource a batching-on server runs out of, and a cost that the clients on the same cores
+move less than they move requests/s.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import os
 import shutil
 import statistics
 import subprocess
@@ -32,6 +36,20 @@ def worktree(rev: str, tmp: Path) -> Path:
     git = ["git", "-C", str(base.REPO), "worktree"]
     subprocess.run([*git, "add", "-q", "--detach", str(path), rev], check=True)
     return path
+
+
+def event_loop_seconds(pid: int) -> float:
+    """CPU time of a server's main thread, its event loop: what a batching-on server runs out of first."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def requests_answered(server: base.ServerProcess) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in server.metrics().splitlines()
+        if line.startswith(":tensorflow:serving:request_count{")
+    )
 
 
 def run(args: argparse.Namespace, row: dict[str, object], tmp: Path) -> int:
@@ -65,6 +83,7 @@ def run(args: argparse.Namespace, row: dict[str, object], tmp: Path) -> int:
             cells += [(f"{p} c={concurrency}", k) for p in ("REST", "gRPC") for k in order]
             for cell, key in cells:
                 server = servers[key]
+                loop_cpu, answered = event_loop_seconds(server.proc.pid), requests_answered(server)
                 if cell.startswith("gRPC"):
                     result = base.measure_h2load(server.grpc_port, concurrency, args.seconds, row, tmp)
                 else:
@@ -74,7 +93,14 @@ def run(args: argparse.Namespace, row: dict[str, object], tmp: Path) -> int:
                     raise RuntimeError(f"{key} {cell}: {result['first_error']}")
                 value = result["p50"] if "p50" in cell else result["rps"]
                 out[key + (cell,)].append(value)
-                print(f"  round {r + 1} {cell:14s} {'-'.join(key):11s} {value:9.2f}", file=sys.stderr)
+                answered = requests_answered(server) - answered
+                loop_us = (event_loop_seconds(server.proc.pid) - loop_cpu) / max(1.0, answered) * 1e6
+                out[key + (cell + " loop",)].append(loop_us)
+                print(
+                    f"  round {r + 1} {cell:14s} {'-'.join(key):11s} {value:9.2f}  "
+                    f"event loop {loop_us:5.0f} us/request",
+                    file=sys.stderr,
+                )
     finally:
         for s in servers.values():
             s.stop()
@@ -112,3 +138,8 @@ def report(
         paired = [a / b for b, a in zip(ratios["before"], ratios["after"], strict=True)]
         print(f"| {cell} batching on / off | {span(ratios['before'], '.2f')} | "
               f"{span(ratios['after'], '.2f')} | {span(paired, '.3f')} |")  # fmt: skip
+        for mode in MODES:
+            b, a = out["before", mode, cell + " loop"], out["after", mode, cell + " loop"]
+            rel = [x / y for y, x in zip(b, a, strict=True)]
+            print(f"| {cell} batching {mode}: event-loop CPU us/request | {span(b, '.0f')} | "
+                  f"{span(a, '.0f')} | {span(rel, '.3f')} |")  # fmt: skip
