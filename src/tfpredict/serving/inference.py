@@ -108,7 +108,12 @@ def rows_call(signature: str, rows: list[dict[str, Any]], outputs: tuple[str, ..
 
 
 def uses_feature_rows(servable: Servable, sig: Any) -> bool:
-    """True when a signature starts with a tf.Example parse the core can skip (or build examples for)."""
+    """True when a signature starts with a tf.Example parse the core can skip (or build examples for);
+    asked of the predictor once per version and signature."""
+    return servable.memo(("feature rows", sig.name), lambda: _parses_examples(servable, sig))  # type: ignore[no-any-return]
+
+
+def _parses_examples(servable: Servable, sig: Any) -> bool:
     from ..predictor import CallPath  # the predictor is loaded: TensorFlow is imported already
 
     try:
