@@ -151,9 +151,24 @@ class ServerProcess:
                 errors += float(line.split()[-1])
         return total["sum"], total["count"], errors
 
+    def requests_answered(self) -> float:
+        """Requests the server has answered so far (any status), from its Prometheus metrics."""
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in self.metrics().splitlines()
+            if line.startswith(":tensorflow:serving:request_count{")
+        )
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(30)
+
+
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """User + system CPU time of a process (all its threads), or of one of its threads."""
+    stat = Path(f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat")
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # ------------------------------------------------------------------------------------------------ clients

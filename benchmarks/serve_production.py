@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import collections
 import glob
-import os
 import random
 import resource
 import shutil
@@ -209,10 +208,10 @@ def interleave(
         for cell in cells:
             for name in names if r % 2 == 0 else names[::-1]:
                 server = servers[name]
-                cpu, answered = cpu_seconds(server.proc.pid), requests_answered(server)
+                cpu, answered = base.cpu_seconds(server.proc.pid), server.requests_answered()
                 result = measure(name, cell)
-                answered = requests_answered(server) - answered
-                result["cpu_us"] = (cpu_seconds(server.proc.pid) - cpu) / max(1.0, answered) * 1e6
+                answered = server.requests_answered() - answered
+                result["cpu_us"] = (base.cpu_seconds(server.proc.pid) - cpu) / max(1.0, answered) * 1e6
                 out[name, cell].append(result)
                 print(
                     f"  round {r + 1} {cell:10s} {name:12s} {result['rps']:7.0f} req/s  "
@@ -222,20 +221,6 @@ def interleave(
                     file=sys.stderr,
                 )
     return out
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, all its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def requests_answered(server: base.ServerProcess) -> float:
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in server.metrics().splitlines()
-        if line.startswith(":tensorflow:serving:request_count{")
-    )
 
 
 def summary(results: list[dict]) -> tuple[float, float, float, float, int]:

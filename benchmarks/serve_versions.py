@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import os
 import shutil
 import statistics
 import subprocess
@@ -36,20 +35,6 @@ def worktree(rev: str, tmp: Path) -> Path:
     git = ["git", "-C", str(base.REPO), "worktree"]
     subprocess.run([*git, "add", "-q", "--detach", str(path), rev], check=True)
     return path
-
-
-def event_loop_seconds(pid: int) -> float:
-    """CPU time of a server's main thread, its event loop: what a batching-on server runs out of first."""
-    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def requests_answered(server: base.ServerProcess) -> float:
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in server.metrics().splitlines()
-        if line.startswith(":tensorflow:serving:request_count{")
-    )
 
 
 def run(args: argparse.Namespace, row: dict[str, object], tmp: Path) -> int:
@@ -83,7 +68,10 @@ def run(args: argparse.Namespace, row: dict[str, object], tmp: Path) -> int:
             cells += [(f"{p} c={concurrency}", k) for p in ("REST", "gRPC") for k in order]
             for cell, key in cells:
                 server = servers[key]
-                loop_cpu, answered = event_loop_seconds(server.proc.pid), requests_answered(server)
+                loop_cpu, answered = (
+                    base.cpu_seconds(server.proc.pid, server.proc.pid),
+                    server.requests_answered(),
+                )
                 if cell.startswith("gRPC"):
                     result = base.measure_h2load(server.grpc_port, concurrency, args.seconds, row, tmp)
                 else:
@@ -93,8 +81,10 @@ def run(args: argparse.Namespace, row: dict[str, object], tmp: Path) -> int:
                     raise RuntimeError(f"{key} {cell}: {result['first_error']}")
                 value = result["p50"] if "p50" in cell else result["rps"]
                 out[key + (cell,)].append(value)
-                answered = requests_answered(server) - answered
-                loop_us = (event_loop_seconds(server.proc.pid) - loop_cpu) / max(1.0, answered) * 1e6
+                answered = server.requests_answered() - answered
+                loop_us = (
+                    (base.cpu_seconds(server.proc.pid, server.proc.pid) - loop_cpu) / max(1.0, answered) * 1e6
+                )
                 out[key + (cell + " loop",)].append(loop_us)
                 print(
                     f"  round {r + 1} {cell:14s} {'-'.join(key):11s} {value:9.2f}  "
