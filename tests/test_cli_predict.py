@@ -216,3 +216,24 @@ def test_signal_mid_run_stops_fast_and_leaves_no_file(tmp_path: Path, sig: int, 
     assert proc.returncode == code, err
     assert "Traceback" not in err
     assert list(out_dir.iterdir()) == []
+
+
+def test_ctrl_c_during_start_up_is_one_line(tmp_path: Path) -> None:
+    """Ctrl-C while TensorFlow is still being imported (seconds on a slow machine): 130 and one line,
+    no KeyboardInterrupt traceback from deep inside an import."""
+    out = tmp_path / "p.csv"
+    proc = subprocess.Popen(
+        tfpredict(FX.export, FX.csv, "-o", out),
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env(),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal's foreground job
+    )
+    time.sleep(0.3)  # the interpreter is up; TensorFlow's import takes far longer
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "tfpredict: interrupted", err
+    assert "Traceback" not in err
+    assert not out.exists()

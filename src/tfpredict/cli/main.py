@@ -35,11 +35,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     exit code; Ctrl-C exits 130 and SIGTERM (where a command unwinds on it) 143; --debug re-raises them
     all. Any other exception is our bug and shows its traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    # Every command runs TensorFlow, and the subcommands' modules import it while the parser is built
-    # (help included): import it first, quietly, so its start-up banner never reaches the terminal.
-    if "--debug" not in argv:
-        import_tensorflow_quietly()
-    args = build_parser().parse_args(argv)
+    debug = "--debug" in argv
+    try:
+        # Every command runs TensorFlow, and the subcommands' modules import it while the parser is built
+        # (help included): import it first, quietly, so its start-up banner never reaches the terminal.
+        if not debug:
+            import_tensorflow_quietly()
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:  # Ctrl-C during the seconds of start-up: nothing has been written yet
+        if debug:
+            raise
+        print("tfpredict: interrupted", file=sys.stderr)
+        return INTERRUPTED_EXIT
     try:
         return int(args.run(args))
     except TfpredictError as exc:
