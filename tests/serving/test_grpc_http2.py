@@ -27,6 +27,9 @@ MAX_MESSAGE = 32 * MB
 SERVICE = "/tfpredict.test.Protocol"
 CLIENT_OPTIONS = [("grpc.max_send_message_length", 64 * MB), ("grpc.max_receive_message_length", 64 * MB)]
 NOT_FOUND_MESSAGE = "modèle absent: 100%"
+RUNNING: dict[str, int] = {}  # Hold calls running now, by request name
+PEAK: dict[str, int] = {}  # the most that ran at once
+RUNNING_LOCK = threading.Lock()
 
 
 class Events:
@@ -80,7 +83,20 @@ def make_methods(events: Events) -> dict[str, Method]:
         response.outputs["x"].tensor_content = pattern(request.inputs["bytes"].int64_val[0])
         return response
 
-    handlers = {"Echo": echo, "Sleep": sleep, "Fail": fail, "Crash": crash, "Big": big}
+    async def hold(request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+        """Counts the Hold calls running at once per name (a client's calls share a name)."""
+        key = request.model_spec.name
+        with RUNNING_LOCK:
+            RUNNING[key] = RUNNING.get(key, 0) + 1
+            PEAK[key] = max(PEAK.get(key, 0), RUNNING[key])
+        try:
+            await asyncio.sleep(request.inputs["seconds"].float_val[0])
+        finally:
+            with RUNNING_LOCK:
+                RUNNING[key] -= 1
+        return echo_response(request)
+
+    handlers = {"Echo": echo, "Sleep": sleep, "Fail": fail, "Crash": crash, "Big": big, "Hold": hold}
     return {f"{SERVICE}/{name}": Method(predict_pb2.PredictRequest, h) for name, h in handlers.items()}
 
 
@@ -376,6 +392,27 @@ def test_stop_lets_a_call_in_flight_finish_then_refuses_connections() -> None:
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         loop.close()
+
+
+def test_one_connections_burst_runs_calls_per_connection_at_a_time_and_others_go_ahead(
+    channel: grpc.Channel, harness: Harness
+) -> None:
+    """600 calls at once on one connection: 128 (calls_per_connection) run at a time, the rest wait in
+    that connection's queue, every one gets its own answer; a call on another connection meanwhile is not
+    queued behind them."""
+    cap = harness.server.limits.calls_per_connection
+    call = stub(channel, "Hold")
+    flood = [call.future(request("burst", [float(i)], seconds=0.3), timeout=30) for i in range(600)]
+    time.sleep(0.1)
+    with grpc.insecure_channel(harness.target) as other:
+        started = time.monotonic()
+        stub(other, "Hold")(request("other", seconds=0.0), timeout=10)
+        other_took = time.monotonic() - started
+    waiting = sum(not f.done() for f in flood)
+    for i, future in enumerate(flood):
+        assert list(future.result().outputs["x"].float_val) == [float(i)]
+    assert PEAK["burst"] == cap, PEAK
+    assert waiting > cap, f"the other connection's call waited for the burst ({other_took:.2f} s)"
 
 
 # ---------------------------------------------------------------------- raw HTTP/2 helpers

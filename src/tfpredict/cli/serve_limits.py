@@ -27,6 +27,10 @@ REST_FLAGS: dict[str, tuple[str, str]] = {
 GRPC_FLAGS: dict[str, tuple[str, str]] = {
     "grpc_preface_timeout_seconds": ("preface_timeout_seconds", "time for a new connection's HTTP/2 preface"),
     "grpc_max_concurrent_streams": ("max_concurrent_streams", "streams per HTTP/2 connection (advertised)"),
+    "grpc_max_calls_per_connection": (
+        "calls_per_connection",
+        "calls of one HTTP/2 connection running at once; its other complete requests wait their turn",
+    ),
     "grpc_max_connections": ("max_connections", "open gRPC connections at once (0: from ulimit -n)"),
 }
 

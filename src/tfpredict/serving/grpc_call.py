@@ -31,6 +31,8 @@ class CallOwner(Protocol):
 
     def end_call(self, stream: Any) -> None: ...
 
+    def call_ended(self, stream: Any) -> None: ...
+
 
 def start_call(
     owner: CallOwner,
@@ -109,6 +111,12 @@ class GrpcCall:
         """The handler returned `response` or raised `exc`: answer the stream."""
         if self.timer is not None:
             self.timer.cancel()
+        try:
+            self._answer(response, exc)
+        finally:
+            self.owner.call_ended(self.stream)
+
+    def _answer(self, response: Any, exc: BaseException | None) -> None:
         if exc is None:
             self.owner.send_response(self.stream, response.SerializeToString())
         elif isinstance(exc, asyncio.CancelledError):

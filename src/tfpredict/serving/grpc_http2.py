@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from typing import TYPE_CHECKING
 
 from .grpc_call import GrpcCall, start_call
@@ -132,7 +133,11 @@ class Http2Connection(Answers, FlowControl, asyncio.Protocol):
         self.write_paused = False
         self.reading_paused = False
         self.continue_scheduled = False
-        self.starting: list[tuple[_Stream, bytearray]] = []  # complete requests of this turn
+        # complete requests not started yet: those of this turn, and those waiting for one of the
+        # connection's running calls to end (calls_per_connection)
+        self.starting: deque[tuple[_Stream, bytearray]] = deque()
+        self.running = 0  # unary calls started and not ended
+        self.start_scheduled = False
         self.discarded = 0  # DATA bytes received on streams we had already ended
 
     # ------------------------------------------------------------------ asyncio.Protocol
@@ -206,6 +211,7 @@ class Http2Connection(Answers, FlowControl, asyncio.Protocol):
         for stream in self.streams.values():
             self._cancel(stream)
         self.streams.clear()
+        self.starting.clear()
         self.blocked.clear()
         self.parked.clear()
         self.buffer.clear()
@@ -257,18 +263,41 @@ class Http2Connection(Answers, FlowControl, asyncio.Protocol):
             pos = stop
             self._onframe(ftype, flags, stream_id & 0x7FFFFFFF, payload)
         del buf[:pos]
-        self._start_calls()
+        if not self.start_scheduled:
+            self._start_calls()
         return more
 
     def _start_calls(self) -> None:
-        """Start the calls whose requests completed in this turn, once its frames are all handled: a call
-        whose stream a later frame of the same turn reset (rapid reset) is dropped before it runs."""
-        starting, self.starting = self.starting, []
+        """Start the calls whose requests are complete, once the turn's frames are all handled (a call
+        whose stream a later frame of the same turn reset, rapid reset, is dropped before it runs), while
+        fewer than calls_per_connection of this connection's calls run: one client's burst of a thousand
+        calls waits here, in its own queue, not ahead of every other client's calls in the batcher's."""
+        self.start_scheduled = False
+        starting = self.starting
         limit = self.server.max_message_bytes
-        for stream, body in starting:
-            if self.streams.get(stream.id) is stream and not self.closed:
-                method = self.server.methods[stream.path]
-                stream.call = start_call(self, stream, method, body, stream.encoding, stream.deadline, limit)
+        cap = self.limits.calls_per_connection
+        budget = self.limits.calls_per_turn
+        while starting and self.running < cap and not self.closed:
+            if budget == 0:  # the rest on the next turn: other clients' requests and answers go between
+                self.start_scheduled = True
+                self.loop.call_soon(self._start_calls)
+                return
+            budget -= 1
+            stream, body = starting.popleft()
+            if self.streams.get(stream.id) is not stream:
+                continue  # reset, or the connection went away, while it waited
+            method = self.server.methods[stream.path]
+            self.running += 1
+            stream.call = start_call(self, stream, method, body, stream.encoding, stream.deadline, limit)
+            if stream.call is None or method.streaming:  # answered at once, or a long-lived watch
+                self.running -= 1
+
+    def call_ended(self, stream: _Stream) -> None:
+        """A unary call answered or was cancelled: a waiting one may start (on the next turn)."""
+        self.running -= 1
+        if self.starting and not self.start_scheduled and not self.closed:
+            self.start_scheduled = True
+            self.loop.call_soon(self._start_calls)
 
     def _onframe(self, ftype: int, flags: int, stream_id: int, payload: bytes) -> None:
         if self.header_block is not None and ftype != CONTINUATION:

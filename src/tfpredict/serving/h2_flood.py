@@ -23,7 +23,7 @@ class FloodLimits:
     rst_stream: tuple[int, float] = (5000, 1000.0)  # rapid reset; room for clients cancelling under overload
     settings: tuple[int, float] = (100, 20.0)
     ping: tuple[int, float] = (1000, 100.0)
-    window_update: tuple[int, float] = (20000, 10000.0)
+    window_update: tuple[int, float] = (2000, 1000.0)  # beyond the two each DATA frame we send earns
     priority: tuple[int, float] = (1000, 200.0)
     empty: tuple[int, float] = (1000, 200.0)  # DATA / HEADERS / CONTINUATION with no payload, not ending
     max_table_size_updates: int = 2  # HPACK: at most two at the start of a header block (RFC 7541 4.2)

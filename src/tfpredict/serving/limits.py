@@ -33,6 +33,8 @@ class Http2Limits:
     max_frame_size: int = 1 << 20  # SETTINGS_MAX_FRAME_SIZE we accept: fewer frames for large tensors
     max_header_list: int = 65536  # SETTINGS_MAX_HEADER_LIST_SIZE; a header block may be twice this
     max_concurrent_streams: int = 1024  # SETTINGS_MAX_CONCURRENT_STREAMS; more are refused
+    calls_per_connection: int = 128  # calls of one connection running at once; its others wait their turn
+    calls_per_turn: int = 32  # calls of one connection started per turn of the event loop
     window_refill: int = 1 << 30  # top a receive window up once this much of it is used
     reset_memory: int = 4096  # streams remembered as ended by us: frames still in flight are not errors
     header_cache_entries: int = 256  # decoded request header blocks remembered per connection
