@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 
 # TF Serving's metric names, so dashboards built for tensorflow_model_server keep working.
 REQUEST_COUNT = ":tensorflow:serving:request_count"
@@ -70,22 +71,24 @@ class Counter:
 
 
 class Gauge:
-    """One value without labels, set by its owner (the response cache's size in bytes)."""
+    """One value without labels, read from its owner when rendered (`read_from`: the response cache's
+    size in bytes, which changes on every insert and is read once per scrape); 0 until it has one."""
 
     def __init__(self, name: str, help: str) -> None:
-        self.name, self.help, self._value = name, help, 0.0
+        self.name, self.help = name, help
+        self._read: Callable[[], float] = lambda: 0.0
 
-    def set(self, value: float) -> None:
-        self._value = value
+    def read_from(self, read: Callable[[], float]) -> None:
+        self._read = read
 
     def value(self) -> float:
-        return self._value
+        return self._read()
 
     def render(self) -> list[str]:
         return [
             f"# HELP {self.name} {self.help}",
             f"# TYPE {self.name} gauge",
-            f"{self.name} {self._value:g}",
+            f"{self.name} {self.value():g}",
         ]
 
 

@@ -33,6 +33,7 @@ SWEEP_SECONDS = 1.0  # how often entries of unloaded versions are looked for (on
 
 _GENERATIONS = itertools.count(1)
 _GENERATION = ("response_cache", "generation")  # the Servable.memo key of a version's generation
+_PREFIX = "response_cache.prefix"  # with a call key or a route: the Servable.memo key of its keys' prefix
 
 
 class ResponseCache:
@@ -57,31 +58,41 @@ class ResponseCache:
         self.bytes = 0
         self._lock = threading.Lock()
         self._next_sweep = time.monotonic() + SWEEP_SECONDS
+        metrics.response_cache_bytes.read_from(lambda: self.bytes)  # read when the metrics are
 
     def key(self, servable: Any, call_key: tuple[Any, ...], data: Any) -> bytes | None:
         """The cache key of a call on a servable, or None when its model does not use the cache."""
-        if self.models is not None and servable.name not in self.models:
+        prefix = servable.memo((_PREFIX, call_key), lambda: self._prefix(servable, b"", call_key))
+        if prefix is None:
             return None
-        generation = servable.memo(_GENERATION, lambda: next(_GENERATIONS))
-        h = hashlib.blake2b(digest_size=16)
-        h.update(repr((servable.name, servable.version, generation, call_key)).encode())
+        h = prefix[1].copy()
         if call_key[0] == "rows":  # feature dicts decoded from JSON
             h.update(orjson.dumps(data, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY))
         else:
             for name in sorted(data):
                 _hash_array(h, name, data[name])
-        return generation.to_bytes(8, "little") + h.digest()
+        return prefix[0] + h.digest()
 
     def body_key(self, servable: Any, route: str, body: bytes) -> bytes | None:
         """The key of a REST request body on a route (e.g. "classify") of a servable, bytes as sent; None
         when its model does not use the cache."""
+        prefix = servable.memo((_PREFIX, route), lambda: self._prefix(servable, b"rest-body", route))
+        if prefix is None:
+            return None
+        h = prefix[1].copy()  # apart from the outputs' keys by its personalization
+        h.update(len(body).to_bytes(8, "little"))
+        h.update(body)
+        return prefix[0] + h.digest()
+
+    def _prefix(self, servable: Any, person: bytes, what: Any) -> tuple[bytes, Any] | None:
+        """A version's keys of one kind: (its generation's 8 bytes, a digest fed with what names the
+        version and the kind), made once per version (Servable.memo); None for a model not cached."""
         if self.models is not None and servable.name not in self.models:
             return None
         generation = servable.memo(_GENERATION, lambda: next(_GENERATIONS))
-        h = hashlib.blake2b(digest_size=16, person=b"rest-body")  # apart from the outputs' keys
-        h.update(repr((servable.name, servable.version, generation, route, len(body))).encode())
-        h.update(body)
-        return generation.to_bytes(8, "little") + h.digest()
+        h = hashlib.blake2b(digest_size=16, person=person)
+        h.update(repr((servable.name, servable.version, generation, what)).encode())
+        return generation.to_bytes(8, "little"), h
 
     def get(self, key: bytes, model: str) -> dict[str, np.ndarray] | None:
         value = self._lookup(key)
@@ -102,8 +113,8 @@ class ResponseCache:
         kept: dict[str, np.ndarray] = {}
         size = ENTRY_OVERHEAD_BYTES
         for name, arr in outputs.items():
-            copy = np.array(arr, copy=True)
-            copy.flags.writeable = False
+            copy = arr.copy()
+            copy.setflags(write=False)
             kept[name] = copy
             size += _nbytes(copy) + ARRAY_OVERHEAD_BYTES
         self._insert(key, model, kept, size)
@@ -136,7 +147,6 @@ class ResponseCache:
                 evicted += 1
         if evicted:
             self._metrics.response_cache.inc(model, "eviction", amount=evicted)
-        self._metrics.response_cache_bytes.set(self.bytes)
         if time.monotonic() >= self._next_sweep:
             self.sweep()
 
@@ -155,7 +165,6 @@ class ResponseCache:
                     dropped[model] = dropped.get(model, 0) + 1
         for model, n in dropped.items():
             self._metrics.response_cache.inc(model, "invalidation", amount=n)
-        self._metrics.response_cache_bytes.set(self.bytes)
         return sum(dropped.values())
 
     def _drop(self, key: bytes) -> str:
@@ -183,6 +192,9 @@ def _hash_array(h: Any, name: str, arr: np.ndarray) -> None:
 
 
 def _nbytes(arr: np.ndarray) -> int:
+    """An array's bytes, with those of its objects (bytes or str: their length and ~64 bytes of header,
+    more than either has) for object arrays."""
     if arr.dtype.kind == "O":
-        return int(arr.nbytes) + sum(len(v) + 33 if isinstance(v, bytes) else 64 for v in arr.reshape(-1))
+        items = arr.ravel().tolist()
+        return int(arr.nbytes) + sum(map(len, items)) + 64 * len(items)
     return int(arr.nbytes)
