@@ -62,10 +62,15 @@ class ResponseCache:
 
     def key(self, servable: Any, call_key: tuple[Any, ...], data: Any) -> bytes | None:
         """The cache key of a call on a servable, or None when its model does not use the cache."""
-        prefix = servable.memo((_PREFIX, call_key), lambda: self._prefix(servable, b"", call_key))
+        # kind, signature and output filter name a prefix (a few per version); the rest of the call key
+        # (input names, dtypes and shapes: the client's) is fed each time, so the memo cannot grow with it
+        head = call_key[:3]
+        prefix = servable.memo((_PREFIX, id(self), head), lambda: self._prefix(servable, b"", head))
         if prefix is None:
             return None
         h = prefix[1].copy()
+        if len(call_key) > 3:
+            h.update(repr(call_key[3:]).encode())
         if call_key[0] == "rows":  # feature dicts decoded from JSON
             h.update(orjson.dumps(data, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY))
         else:
@@ -76,7 +81,9 @@ class ResponseCache:
     def body_key(self, servable: Any, route: str, body: bytes) -> bytes | None:
         """The key of a REST request body on a route (e.g. "classify") of a servable, bytes as sent; None
         when its model does not use the cache."""
-        prefix = servable.memo((_PREFIX, route), lambda: self._prefix(servable, b"rest-body", route))
+        prefix = servable.memo(
+            (_PREFIX, id(self), route), lambda: self._prefix(servable, b"rest-body", route)
+        )
         if prefix is None:
             return None
         h = prefix[1].copy()  # apart from the outputs' keys by its personalization
