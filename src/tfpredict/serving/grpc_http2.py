@@ -14,6 +14,8 @@ needs a small part of HTTP/2 (RFC 9113) and gRPC's wire format:
   `grpc-status`/`grpc-message` trailers (Trailers-Only for errors), RST_STREAM cancels a call;
 - a request message over the size limit is refused with RESOURCE_EXHAUSTED from its length prefix; the
   rest of it is discarded as it arrives, never buffered.
+- fairness: at most frames_per_turn frames of a connection per loop turn, and at most calls_per_connection
+  of its calls running (calls_per_turn started per turn); its other complete requests wait on it.
 
 Against the `h2` state machine (benchmarks/frontends.py, same Predict handler, h2load, 16 streams on one
 connection; Intel Xeon 2 cores AVX-512, shared): ours 17,781 calls/s, an asyncio server on h2 1,266 (0.07x).

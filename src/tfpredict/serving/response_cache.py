@@ -33,7 +33,7 @@ SWEEP_SECONDS = 1.0  # how often entries of unloaded versions are looked for (on
 
 _GENERATIONS = itertools.count(1)
 _GENERATION = ("response_cache", "generation")  # the Servable.memo key of a version's generation
-_PREFIX = "response_cache.prefix"  # with a call key or a route: the Servable.memo key of its keys' prefix
+_PREFIX = "response_cache.prefix"  # + the cache's id + a call key's head or a route: a Servable.memo key
 
 
 class ResponseCache:
