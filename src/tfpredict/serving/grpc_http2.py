@@ -281,8 +281,7 @@ class Http2Connection(Answers, FlowControl, asyncio.Protocol):
         budget = self.limits.calls_per_turn
         while starting and self.running < cap and not self.closed:
             if budget == 0:  # the rest on the next turn: other clients' requests and answers go between
-                self.start_scheduled = True
-                self.loop.call_soon(self._start_calls)
+                self._start_later()
                 return
             budget -= 1
             stream, body = starting.popleft()
@@ -298,8 +297,11 @@ class Http2Connection(Answers, FlowControl, asyncio.Protocol):
         """A unary call answered or was cancelled: a waiting one may start (on the next turn)."""
         self.running -= 1
         if self.starting and not self.start_scheduled and not self.closed:
-            self.start_scheduled = True
-            self.loop.call_soon(self._start_calls)
+            self._start_later()
+
+    def _start_later(self) -> None:
+        self.start_scheduled = True
+        self.loop.call_soon(self._start_calls)
 
     def _onframe(self, ftype: int, flags: int, stream_id: int, payload: bytes) -> None:
         if self.header_block is not None and ftype != CONTINUATION:

@@ -33,7 +33,7 @@ SWEEP_SECONDS = 1.0  # how often entries of unloaded versions are looked for (on
 
 _GENERATIONS = itertools.count(1)
 _GENERATION = ("response_cache", "generation")  # the Servable.memo key of a version's generation
-_PREFIX = "response_cache.prefix"  # + the cache's id + a call key's head or a route: a Servable.memo key
+_PREFIX = "response_cache.prefix"  # + the cache's id, a person and what it names: a Servable.memo key
 
 
 class ResponseCache:
@@ -64,11 +64,10 @@ class ResponseCache:
         """The cache key of a call on a servable, or None when its model does not use the cache."""
         # kind, signature and output filter name a prefix (a few per version); the rest of the call key
         # (input names, dtypes and shapes: the client's) is fed each time, so the memo cannot grow with it
-        head = call_key[:3]
-        prefix = servable.memo((_PREFIX, id(self), head), lambda: self._prefix(servable, b"", head))
-        if prefix is None:
+        started = self._start(servable, b"", call_key[:3])
+        if started is None:
             return None
-        h = prefix[1].copy()
+        generation, h = started
         if len(call_key) > 3:
             h.update(repr(call_key[3:]).encode())
         if call_key[0] == "rows":  # feature dicts decoded from JSON
@@ -76,27 +75,32 @@ class ResponseCache:
         else:
             for name in sorted(data):
                 _hash_array(h, name, data[name])
-        return prefix[0] + h.digest()
+        return generation + h.digest()
 
     def body_key(self, servable: Any, route: str, body: bytes) -> bytes | None:
         """The key of a REST request body on a route (e.g. "classify") of a servable, bytes as sent; None
         when its model does not use the cache."""
-        prefix = servable.memo(
-            (_PREFIX, id(self), route), lambda: self._prefix(servable, b"rest-body", route)
-        )
-        if prefix is None:
+        started = self._start(servable, b"rest-body", route)  # apart from the outputs' keys by its person
+        if started is None:
             return None
-        h = prefix[1].copy()  # apart from the outputs' keys by its personalization
+        generation, h = started
         h.update(len(body).to_bytes(8, "little"))
         h.update(body)
-        return prefix[0] + h.digest()
+        return generation + h.digest()
+
+    def _start(self, servable: Any, person: bytes, what: Any) -> tuple[bytes, Any] | None:
+        """A key begun: (the version's generation as 8 bytes, a digest already fed with what names the
+        version and `what`), copied from one made once per version (Servable.memo); None for a model
+        that does not use the cache."""
+        prefix = servable.memo(
+            (_PREFIX, id(self), person, what), lambda: self._prefix(servable, person, what)
+        )
+        return None if prefix is None else (prefix[0], prefix[1].copy())
 
     def _prefix(self, servable: Any, person: bytes, what: Any) -> tuple[bytes, Any] | None:
-        """A version's keys of one kind: (its generation's 8 bytes, a digest fed with what names the
-        version and the kind), made once per version (Servable.memo); None for a model not cached."""
         if self.models is not None and servable.name not in self.models:
             return None
-        generation = servable.memo(_GENERATION, lambda: next(_GENERATIONS))
+        generation = _generation(servable)
         h = hashlib.blake2b(digest_size=16, person=person)
         h.update(repr((servable.name, servable.version, generation, what)).encode())
         return generation.to_bytes(8, "little"), h
@@ -162,7 +166,7 @@ class ResponseCache:
         self._next_sweep = time.monotonic() + SWEEP_SECONDS
         if self._live is None:
             return 0
-        live = {s.memo(_GENERATION, lambda: next(_GENERATIONS)) for s in self._live()}
+        live = {_generation(s) for s in self._live()}
         dropped: dict[str, int] = {}
         with self._lock:
             gone = [g for g in self._generations if g not in live]
@@ -186,6 +190,12 @@ class ResponseCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _generation(servable: Any) -> int:
+    """This load of a version: its own number, so a directory reloaded under the same version never hits
+    the old answers."""
+    return servable.memo(_GENERATION, lambda: next(_GENERATIONS))  # type: ignore[no-any-return]
 
 
 def _hash_array(h: Any, name: str, arr: np.ndarray) -> None:
