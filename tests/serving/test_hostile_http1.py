@@ -4,15 +4,17 @@ process, with short timeouts), raw sockets for the attacker, and a normal client
 from __future__ import annotations
 
 import asyncio
+import collections
 import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from typing import Any
 
 import pytest
 
-from tfpredict.serving.http1 import HttpServer
+from tfpredict.serving.http1 import HttpServer, Reply
 from tfpredict.serving.limits import Http1Limits
 
 LIMITS = Http1Limits(
@@ -21,6 +23,7 @@ LIMITS = Http1Limits(
     idle_timeout_seconds=2.0,
     timer_interval_seconds=0.1,
     max_connections=200,
+    answers_per_turn=8,
 )
 
 
@@ -28,14 +31,35 @@ class Running:
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
+        self.turn = 0
+        self.turns: list[int] = []  # the turn each /now request was answered in
+        self.ticking = False
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
         assert self.ready.wait(10)
 
-    async def _handle(self, method: str, path: str, body: bytes) -> tuple[int, bytes, bytes]:
+    def _handle(self, method: str, path: str, body: bytes) -> Reply | Coroutine[Any, Any, Reply]:
+        if path == "/now":  # answered at once, as rest.py answers a cached body: no Task
+            self.turns.append(self.turn)
+            return 200, b'{"now": %d}' % len(body), b"application/json"
+        return self._later(path, body)
+
+    async def _later(self, path: str, body: bytes) -> Reply:
         if path == "/slow":
             await asyncio.sleep(1.0)
         return 200, b'{"echo": %d}' % len(body), b"application/json"
+
+    def count_turns(self, on: bool) -> None:
+        """While on, `turn` counts the event loop's turns (a callback that schedules itself again)."""
+        self.ticking = on
+
+        def tick() -> None:
+            self.turn += 1
+            if self.ticking:
+                self.loop.call_soon(tick)
+
+        if on:
+            self.loop.call_soon_threadsafe(tick)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -120,6 +144,26 @@ def test_a_bad_request_behind_good_ones_is_answered_after_them_in_order(server: 
     statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", reply)
     assert statuses == [b"200", b"200", b"400"], reply[:300]  # the request after the bad one is never read
     assert reply.count(b'{"echo": 2}') == 2
+
+
+def test_pipelined_requests_answered_at_once_are_answered_in_order_a_few_per_turn(server: Running) -> None:
+    """Answers that need no await (a cached body) skip the Task, but one read of 200 pipelined requests is
+    still answered over many turns of the event loop (answers_per_turn each), in order, between others'."""
+    server.turns.clear()
+    server.count_turns(True)
+    try:
+        requests = b"".join(
+            b"POST /now HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % i + b"x" * i for i in range(200)
+        )
+        reply = exchange(server.port, requests + b"GET /x HTTP/1.1\r\nConnection: close\r\n\r\n")
+    finally:
+        server.count_turns(False)
+    assert re.findall(rb'\{"now": (\d+)\}', reply) == [b"%d" % i for i in range(200)]
+    assert reply.endswith(b'{"echo": 0}')
+    per_turn = collections.Counter(server.turns)
+    assert sum(per_turn.values()) == 200
+    assert max(per_turn.values()) <= 8
+    assert len(per_turn) >= 200 // 8
 
 
 def test_an_upgrade_request_is_answered_over_http1_then_closed(server: Running) -> None:
@@ -226,12 +270,13 @@ def test_at_the_cap_with_every_connection_busy_a_new_one_gets_503(server: Runnin
     assert normal_call(server.port).startswith(b"HTTP/1.1 200")
 
 
-def test_a_client_that_never_reads_stops_being_read(server: Running) -> None:
+@pytest.mark.parametrize("path", [b"/", b"/now"], ids=["awaited", "answered at once"])
+def test_a_client_that_never_reads_stops_being_read(server: Running, path: bytes) -> None:
     """2,000,000 pipelined GETs (54 MB), answers never read: the server stops reading instead of buffering."""
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.setblocking(False)
-        request = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n" * 1000
+        request = b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % path * 1000
         sent = 0
         stalled_since = None
         while sent < 2000 * len(request):

@@ -202,7 +202,7 @@ def test_rest_timeout_answers_504() -> None:
 
         finished = False
 
-        async def run(self, servable: object, call: object) -> dict:
+        async def run(self, servable: object, call: object, cached: bool = True) -> dict:
             await asyncio.sleep(5)
             SlowService.finished = True
             return {}
@@ -210,7 +210,9 @@ def test_rest_timeout_answers_504() -> None:
     api = RestApi(SlowService(), Metrics(), None, timeout_ms=50)  # type: ignore[arg-type]
 
     async def answer() -> tuple[int, bytes, bool]:
-        status, body, _ = await api.handle("POST", "/v1/models/m:predict", b'{"instances": [1.0]}')
+        reply = api.handle("POST", "/v1/models/m:predict", b'{"instances": [1.0]}')
+        assert not isinstance(reply, tuple)  # a prediction is awaited (nothing is cached)
+        status, body, _ = await reply
         return status, body, SlowService.finished
 
     status, body, service_finished = asyncio.run(answer())

@@ -64,8 +64,9 @@ MEMORY_FULL = "The server's memory for buffered requests is full (--memory_budge
 # to the memory budget, so that a read of tiny pipelined requests cannot expand without bound.
 QUEUED_REQUEST_BYTES = 256
 
-# (method, path, body) -> (HTTP status, body, content type)
-Handler = Callable[[str, str, bytes], Awaitable[tuple[int, bytes, bytes]]]
+# (method, path, body) -> (HTTP status, body, content type), at once or to await
+Reply = tuple[int, bytes, bytes]
+Handler = Callable[[str, str, bytes], Reply | Awaitable[Reply]]
 
 
 class BadRequest(Exception):
@@ -190,6 +191,7 @@ class HttpConnection(asyncio.Protocol):
         self.continue_owed = False  # a "100 Continue" to send once the answers before it are written
         self.error: BadRequest | None = None  # why a callback stopped the parser
         self.begun = 0  # requests begun on this connection
+        self.process_scheduled = False  # answers_per_turn were given: the queue's rest on the next turn
         self._reset_message()
         self.in_message = False  # between requests
 
@@ -394,17 +396,37 @@ class HttpConnection(asyncio.Protocol):
             self._reject(error.status, error.message)
 
     def _process(self) -> None:
+        self.process_scheduled = False
+        budget = self.limits.answers_per_turn
         while self.queue and not self.busy and not self.closing and not self.write_paused:
+            if budget == 0:  # the rest on the next turn: other connections go between
+                self.process_scheduled = True
+                self.loop.call_soon(self._process_later)
+                return
+            budget -= 1
             item = self.queue.popleft()
             if isinstance(item, BadRequest):
                 self._reject(item.status, item.message)
                 return
+            try:
+                reply = self.server.handle(item.method, item.path, item.body)
+            except Exception as exc:  # a bug of ours: still an answer, never a dropped connection
+                reply = _error_reply(exc)
+            if isinstance(reply, tuple):  # answered at once (a cached answer, a status): no Task
+                self._answer(item, reply)
+                self._after_answer()
+                continue
             self.busy = True
             self.deadline = float("inf")  # the handler's time is not the client's
             self.server.inflight += 1
-            task = self.task = self.loop.create_task(self._respond(item))
+            task = self.task = self.loop.create_task(self._respond(item, reply))
             self.server.tasks.add(task)
             task.add_done_callback(self.server.tasks.discard)
+
+    def _process_later(self) -> None:
+        if self.process_scheduled and not self.busy:
+            self._process()
+            self._flow()
 
     def _release(self) -> None:
         """Give back the request bytes no request still needs: everything but the one being received."""
@@ -432,41 +454,51 @@ class HttpConnection(asyncio.Protocol):
         )
         self.transport.write(head.encode() + body)  # type: ignore[union-attr]
 
-    async def _respond(self, request: Request) -> None:
+    async def _respond(self, request: Request, reply: Awaitable[Reply]) -> None:
         try:
             try:
-                status, out, ctype = await self.server.handle(request.method, request.path, request.body)
+                answer = await reply
             except Exception as exc:  # a bug of ours: still an answer, never a dropped connection
-                err = as_serving_error(exc)
-                status, out, ctype = err.http_status, json_codec.encode_error(err.message), JSON
-            if self.transport is None or self.transport.is_closing():
-                return
-            keep = request.keep_alive and not self.closing
-            self._write(status, out, ctype, keep)
-            if not keep:
-                self.closing = True
-                self.transport.close()
+                answer = _error_reply(exc)
+            self._answer(request, answer)
         finally:
             self.server.inflight -= 1
             self.busy = False
             self.task = None
-            self._release()
-            if self.in_message:
-                timeout = (
-                    self.limits.header_timeout_seconds if self.in_head else self.limits.body_timeout_seconds
-                )
-                self.deadline = time.monotonic() + timeout
-            else:
-                self.deadline = time.monotonic() + self.limits.idle_timeout_seconds
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        if self.continue_owed and not self.queue:
-            self.continue_owed = False
-            transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        if not self.write_paused:
+        if self._after_answer():
             self._process()
             self._flow()
 
+    def _answer(self, request: Request, reply: Reply) -> None:
+        """Write one answer (unless the client went away); close after it when the request asked."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        keep = request.keep_alive and not self.closing
+        self._write(*reply, keep)
+        if not keep:
+            self.closing = True
+            self.transport.close()
 
-__all__ = ["HttpServer"]
+    def _after_answer(self) -> bool:
+        """Free the answered request's bytes and set the next deadline; True when the connection goes on."""
+        self._release()
+        if self.in_message:
+            timeout = self.limits.header_timeout_seconds if self.in_head else self.limits.body_timeout_seconds
+            self.deadline = time.monotonic() + timeout
+        else:
+            self.deadline = time.monotonic() + self.limits.idle_timeout_seconds
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return False
+        if self.continue_owed and not self.queue:
+            self.continue_owed = False
+            transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return not self.write_paused
+
+
+def _error_reply(exc: Exception) -> Reply:
+    err = as_serving_error(exc)
+    return err.http_status, json_codec.encode_error(err.message), JSON
+
+
+__all__ = ["HttpServer", "Reply"]

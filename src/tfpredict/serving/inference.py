@@ -143,14 +143,18 @@ class InferenceService:
     def servable(self, spec: Spec) -> Servable:
         return self.manager.get(spec.name, spec.version, spec.label)
 
-    def run(self, servable: Servable, call: Call) -> asyncio.Future[dict[str, np.ndarray]]:
-        """The outputs, to await: from the servable's batcher, or a worker thread when batching is off.
+    def run(
+        self, servable: Servable, call: Call, cached: bool = True
+    ) -> asyncio.Future[dict[str, np.ndarray]]:
+        """The outputs, to await: from the response cache, the servable's batcher, or a worker thread when
+        batching is off. `cached`: False when the front end keeps the answer under a key of its own (REST's
+        body key), so the outputs are neither looked up nor kept a second time.
         (A plain function returning the future: one coroutine less on every request's path.)"""
         loop = self._loop
         if loop is None:  # once: asyncio.get_running_loop() makes a syscall (getpid) every time
             loop = self._loop = asyncio.get_running_loop()
         cache = self.cache
-        if cache is not None:
+        if cache is not None and cached:
             key = cache.key(servable, call.key, call.data)
             if key is not None:
                 return self._cached(cache, key, servable, call, loop)
@@ -198,7 +202,8 @@ class Kind:
 
     kind = ""  # "predict", "classify", "regress": how the request log writes it
 
-    async def infer(self, service: InferenceService, request: Any) -> Answer:
+    async def infer(self, service: InferenceService, request: Any, cached: bool = True) -> Answer:
+        """`cached`: whether the outputs cache is asked (InferenceService.run)."""
         spec = request.spec
         log = service.request_log
         sampled = log is not None and log.sampled(spec.name)  # one dict lookup when nothing is logged
@@ -211,7 +216,7 @@ class Kind:
                 if service.method_name_check:
                     check_method_name(sig, self.kind)
                 call = self.batch(servable, sig, request)
-                outputs = await service.run(servable, call)
+                outputs = await service.run(servable, call, cached)
             answer = Answer(spec.name, servable.version, sig.name, self.unbatch(outputs, request))
         except Exception as exc:
             if sampled:

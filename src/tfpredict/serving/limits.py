@@ -22,6 +22,8 @@ class Http1Limits:
     max_connections: int = 0  # open connections at once; 0: from the fd limit (see connection_cap)
     timer_interval_seconds: float = 0.5  # how often deadlines are checked (one sweep, no timer per request)
     decode_in_thread_bytes: int = 1 << 20  # JSON bodies larger than this are parsed off the event loop
+    answers_per_turn: int = 8  # pipelined requests of one connection answered at once (cached, status)
+    # in one turn of the event loop; the rest on the next turns, so that one read of them is not a stall
     backlog: int = 1024  # listen() queue
     drain_poll_seconds: float = 0.01  # how often stop() looks whether in-flight requests are done
 

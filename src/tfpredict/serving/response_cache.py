@@ -6,8 +6,11 @@ batch queue or a worker thread (InferenceService.run asks the cache first). Ever
 its own generation (a version directory reloaded under the same number does not hit the old answers), and
 entries of versions no longer loaded are dropped (counted as invalidations) within a sweep interval.
 
-The REST front end also keeps the answer's JSON under a key of the request body as sent (`body_key`): a
-replayed body is answered without decoding or encoding. Both kinds of entries share the bound in bytes.
+The REST front end keeps the answer's JSON under a key of the request body as sent (`body_key`) instead:
+a replayed body is answered without decoding or encoding, and a miss keeps one entry (its JSON), not its
+outputs too. So over REST, two spellings of the same inputs (key order, whitespace, 1 vs 1.0) are two
+entries; a request the request log samples goes the whole way, through `key`. Both kinds of entries share
+the bound in bytes.
 """
 
 from __future__ import annotations
@@ -112,12 +115,12 @@ class ResponseCache:
         return outputs
 
     def get_body(self, key: bytes, model: str) -> bytes | None:
-        """A rendered answer kept under body_key; only hits are counted (a miss goes on to `get`)."""
+        """A rendered answer kept under body_key (a miss is answered and kept under it, never under `key`
+        as well: one entry per answer)."""
         value = self._lookup(key)
-        if not isinstance(value, bytes):
-            return None
-        self._metrics.response_cache.inc(model, "hit")
-        return value
+        body = value if isinstance(value, bytes) else None
+        self._metrics.response_cache.inc(model, "hit" if body is not None else "miss")
+        return body
 
     def put(self, key: bytes, model: str, outputs: dict[str, np.ndarray]) -> None:
         """Keep a copy of the outputs (read-only, detached from the batch they were sliced from)."""

@@ -39,6 +39,7 @@ MODEL_PATH = re.compile(
     r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?", re.I
 )
 JSON = b"application/json"
+Reply = tuple[int, bytes, bytes]  # HTTP status, body, content type
 
 
 class RestApi:
@@ -63,7 +64,9 @@ class RestApi:
         self.timeout_ms = timeout_ms
         self.deadlines = Deadlines(timeout_ms / 1000) if timeout_ms > 0 else None
 
-    async def handle(self, method: str, path: str, body: bytes) -> tuple[int, bytes, bytes]:
+    def handle(self, method: str, path: str, body: bytes) -> Reply | Coroutine[Any, Any, Reply]:
+        """The answer, at once when nothing needs awaiting (a status, metadata, an error, a cached answer),
+        else a coroutine to await (the request's path to the model): no Task for what is answered now."""
         if self.prometheus_path and path == self.prometheus_path and method == "GET":
             return 200, self.metrics.render().encode(), b"text/plain; version=0.0.4"
         if self.cors and method == "OPTIONS":  # a CORS preflight: the headers say what is allowed
@@ -82,18 +85,13 @@ class RestApi:
                     raise invalid(f"Malformed request: {method} {path}")
                 spec, api = _spec(m.group(1), m.group(2), m.group(3)), m.group(4).lower()
                 model = spec.name
-                cache = self.service.cache
                 body_key = self._body_key(spec, api, body)
-                hit = cache.get_body(body_key, model) if cache is not None and body_key else None
-                if hit is not None:  # the same bytes answered before, by this version
-                    out = hit
-                else:
-                    doc = await self._loads(body)
-                    decode, kind, encode = PATHS[api]
-                    request = decode(spec, doc)
-                    out = encode(request, await self._deadline(kind.infer(self.service, request)))
-                    if cache is not None and body_key:
-                        cache.put_body(body_key, model, out)
+                if body_key is None:
+                    return self._infer(spec, api, body, None, start)
+                hit = self.service.cache.get_body(body_key, model)  # type: ignore[union-attr]
+                if hit is None:
+                    return self._infer(spec, api, body, body_key, start)
+                out = hit  # the same bytes answered before, by this version
             elif method == "GET":
                 m = MODEL_PATH.fullmatch(path)
                 if m is None:
@@ -107,12 +105,31 @@ class RestApi:
             else:
                 raise invalid(f"Malformed request: {method} {path}")
         except Exception as exc:
-            err = as_serving_error(exc)
-            self.metrics.record_request(model, api, "REST", err.code, 0)
-            log.debug("REST %s %s -> %s: %s", method, path, err.code, err.message)
-            return err.http_status, json_codec.encode_error(err.message), JSON
+            return self._failed(exc, method, path, model, api)
         self.metrics.record_request(model, api, "REST", "OK", (time.perf_counter() - start) * 1e6)
         return 200, out, JSON
+
+    async def _infer(self, spec: Spec, api: str, body: bytes, body_key: bytes | None, start: float) -> Reply:
+        """decode -> the kind's path -> encode; kept under `body_key` when the model uses the cache."""
+        try:
+            doc = await self._loads(body)
+            decode, kind, encode = PATHS[api]
+            request = decode(spec, doc)
+            # kept under the body key: the outputs cache would hold the same answer twice
+            answer = kind.infer(self.service, request, cached=body_key is None)
+            out = encode(request, await self._deadline(answer))
+        except Exception as exc:
+            return self._failed(exc, "POST", "", spec.name, api)
+        if body_key is not None:
+            self.service.cache.put_body(body_key, spec.name, out)  # type: ignore[union-attr]
+        self.metrics.record_request(spec.name, api, "REST", "OK", (time.perf_counter() - start) * 1e6)
+        return 200, out, JSON
+
+    def _failed(self, exc: Exception, method: str, path: str, model: str, api: str) -> Reply:
+        err = as_serving_error(exc)
+        self.metrics.record_request(model, api, "REST", err.code, 0)
+        log.debug("REST %s %s %s -> %s: %s", method, path or model, api, err.code, err.message)
+        return err.http_status, json_codec.encode_error(err.message), JSON
 
     def _body_key(self, spec: Spec, api: str, body: bytes) -> bytes | None:
         """The response cache's key of this body as sent, when its model uses the cache and logs no
