@@ -252,7 +252,10 @@ def table(
                 f"| {cell} | {name} | {med:.0f} | {lo:.0f}-{hi:.0f} | {p50:.2f} | {cpu:.0f} | {client:.0f} | "
                 f"{errors} |"
             )
-    print(f"\n{ratio_label}, requests/s (median over rounds; per-round ratios in brackets):")
+    print(
+        f"\n{ratio_label}, requests/s: the ratio of the medians over rounds, and the median of each round's "
+        "ratio (two servers measured back to back: a slow spell moves both), per-round ratios in brackets:"
+    )
     a, b = names
     for cell in cells:
         ratio = summary(out[b, cell])[0] / summary(out[a, cell])[0]
@@ -260,7 +263,8 @@ def table(
         p50 = summary(out[b, cell])[3] / summary(out[a, cell])[3]
         cpu = [x["cpu_us"] / y["cpu_us"] for x, y in zip(out[a, cell], out[b, cell], strict=True)]
         print(
-            f"  {cell}: {ratio:.3f}x  [{', '.join(f'{v:.2f}' for v in per_round)}]  p50 {p50:.2f}x;  "
+            f"  {cell}: {ratio:.3f}x, median of the per-round ratios {statistics.median(per_round):.3f}x  "
+            f"[{', '.join(f'{v:.2f}' for v in per_round)}]  p50 {p50:.2f}x;  "
             f"requests per server CPU second {statistics.median(cpu):.3f}x  "
             f"[{', '.join(f'{v:.2f}' for v in cpu)}]",
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -317,3 +318,44 @@ def test_deadlines_time_out_late_calls_and_pass_other_cancellations_through() ->
         assert not deadlines.sweeping  # no request running: the sweep has stopped
 
     asyncio.run(main())
+
+
+def test_the_response_caches_bound_holds_for_the_heap_its_entries_take() -> None:
+    """orjson's bytes keep the 4 KB buffer they were written in: kept as they are, 2,000 small answers
+    charged ~1 MB would take ~9 MB of heap. The cache keeps exact copies, so the bound is the heap's."""
+    import tracemalloc
+
+    import orjson
+
+    from tfpredict.serving.metrics import Metrics
+    from tfpredict.serving.response_cache import ResponseCache
+
+    class Version:  # what the cache asks of a Servable: its name, version, and a memo
+        name, version = "m", 1
+
+        def __init__(self) -> None:
+            self.memos: dict[object, object] = {}
+
+        def memo(self, key: object, make: Callable[[], object]) -> object:
+            if key not in self.memos:
+                self.memos[key] = make()
+            return self.memos[key]
+
+    cache, version = ResponseCache(10 << 20, Metrics()), Version()
+    keys = [cache.body_key(version, "classify", b'{"x": %d}' % i) for i in range(2000)]
+
+    def answer(i: int) -> bytes:
+        return orjson.dumps({"results": [[["0", i / 7], ["1", 1 - i / 7]]]})
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i, key in enumerate(keys):
+            assert key is not None
+            cache.put_body(key, "m", answer(i))  # as the server does: the cache holds the only reference
+        taken = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(cache) == 2000
+    assert taken <= cache.bytes  # the heap the entries took is within what they were charged
+    assert cache.get_body(keys[5], "m") == answer(5)

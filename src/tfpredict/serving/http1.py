@@ -12,7 +12,9 @@ closed, after the answers owed to the requests before it. Slow clients are timed
 keep-alive: one sweep over the connections, no timer per request), open connections are capped below the fd
 limit, request bytes are charged to the server's memory budget, and a client that does not read its answers
 stops being read (no answer is built faster than it is taken, no more than one read of pipelined requests
-is parsed ahead).
+is parsed ahead). A handler may answer at once (rest.py: a cached body, a status) or give an awaitable (a
+prediction): only the latter costs a Task, and at most answers_per_turn of one connection's pipelined
+requests are answered in one turn of the event loop.
 
 Why llhttp (benchmarks/frontends.py, same trivial handler, h2load, 16 connections, AMD EPYC 2 cores AVX-512):
 this server on llhttp 30,404 requests/s, the same with our former hand-written parser 30,862 (same speed, the

@@ -55,9 +55,11 @@ class ResponseCache:
         self.models = None if models is None else frozenset(models)
         self._metrics = metrics
         self._live = live
-        # key -> (outputs, or a rendered answer body; bytes charged; model; generation)
-        self._entries: OrderedDict[bytes, tuple[dict[str, np.ndarray] | bytes, int, str, int]] = OrderedDict()
-        self._generations: dict[int, int] = {}  # generation -> entries
+        # key -> a rendered answer body (charged ENTRY_OVERHEAD_BYTES + its length), or (outputs, bytes
+        # charged); the generation is the key's first 8 bytes. Few objects an entry: many small long-lived
+        # objects among the requests' short-lived ones keep the heap's pages from being reused
+        self._entries: OrderedDict[bytes, bytes | tuple[dict[str, np.ndarray], int]] = OrderedDict()
+        self._generations: dict[int, list[Any]] = {}  # generation -> [entries, model]
         self.bytes = 0
         self._lock = threading.Lock()
         self._next_sweep = time.monotonic() + SWEEP_SECONDS
@@ -134,8 +136,11 @@ class ResponseCache:
         self._insert(key, model, kept, size)
 
     def put_body(self, key: bytes, model: str, body: bytes) -> None:
-        """Keep a rendered answer under its request's body_key."""
-        self._insert(key, model, body, ENTRY_OVERHEAD_BYTES + len(body))
+        """Keep a copy of a rendered answer under its request's body_key: a copy, because orjson's bytes
+        keep the whole buffer they were written in (4 KB at least: 4,489 bytes of heap for a 35-byte
+        answer), and the bound would not hold."""
+        body = bytes(memoryview(body))
+        self._insert(key, model, body, _charged(body))
 
     def _lookup(self, key: bytes) -> dict[str, np.ndarray] | bytes | None:
         with self._lock:
@@ -143,9 +148,10 @@ class ResponseCache:
             if entry is None:
                 return None
             self._entries.move_to_end(key)
-            return entry[0]
+            return entry if isinstance(entry, bytes) else entry[0]
 
     def _insert(self, key: bytes, model: str, value: dict[str, np.ndarray] | bytes, size: int) -> None:
+        """Keep `value` (charged `size` bytes), evicting the least recently used entries past the bound."""
         if size > self.max_bytes:
             return
         generation = int.from_bytes(key[:8], "little")
@@ -153,8 +159,12 @@ class ResponseCache:
         with self._lock:
             if key in self._entries:
                 return
-            self._entries[key] = (value, size, model, generation)
-            self._generations[generation] = self._generations.get(generation, 0) + 1
+            self._entries[key] = value if isinstance(value, bytes) else (value, size)
+            counted = self._generations.get(generation)
+            if counted is None:
+                self._generations[generation] = [1, model]
+            else:
+                counted[0] += 1
             self.bytes += size
             while self.bytes > self.max_bytes:
                 self._drop(next(iter(self._entries)))
@@ -174,7 +184,7 @@ class ResponseCache:
         with self._lock:
             gone = [g for g in self._generations if g not in live]
             if gone:
-                for key in [k for k, e in self._entries.items() if e[3] in gone]:
+                for key in [k for k in self._entries if int.from_bytes(k[:8], "little") in gone]:
                     model = self._drop(key)
                     dropped[model] = dropped.get(model, 0) + 1
         for model, n in dropped.items():
@@ -182,17 +192,22 @@ class ResponseCache:
         return sum(dropped.values())
 
     def _drop(self, key: bytes) -> str:
-        _, size, model, generation = self._entries.pop(key)
-        self.bytes -= size
-        left = self._generations[generation] - 1
-        if left:
-            self._generations[generation] = left
-        else:
+        entry = self._entries.pop(key)
+        self.bytes -= _charged(entry) if isinstance(entry, bytes) else entry[1]
+        generation = int.from_bytes(key[:8], "little")
+        counted = self._generations[generation]
+        counted[0] -= 1
+        if not counted[0]:
             del self._generations[generation]
-        return model
+        return counted[1]  # type: ignore[no-any-return]
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _charged(body: bytes) -> int:
+    """What a rendered answer's entry is charged against the bound."""
+    return ENTRY_OVERHEAD_BYTES + len(body)
 
 
 def _generation(servable: Any) -> int:
