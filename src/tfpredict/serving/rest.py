@@ -25,6 +25,7 @@ from google.protobuf import json_format
 from . import json_codec
 from .deadlines import Deadlines
 from .health import Health, rest_answer
+from .http1 import Reply
 from .inference import CLASSIFY, PREDICT, REGRESS, Answer, ExamplesRequest, InferenceService, Spec
 from .limits import Http1Limits
 from .metrics import Metrics
@@ -39,7 +40,6 @@ MODEL_PATH = re.compile(
     r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?", re.I
 )
 JSON = b"application/json"
-Reply = tuple[int, bytes, bytes]  # HTTP status, body, content type
 
 
 class RestApi:
