@@ -145,7 +145,7 @@ class HttpServer:
         stalled in its headers or body: what slowloris holds), as nginx reuses keep-alive connections.
         False when every open connection has a request under way."""
         for c in self.connections:
-            if not c.busy:
+            if not c.busy and not c.process_scheduled:  # not mid-way through its pipelined requests
                 self.evicted += 1
                 c.drop()
                 self.connections.pop(c, None)
