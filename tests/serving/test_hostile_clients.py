@@ -259,7 +259,9 @@ def test_1000_slowloris_at_ulimit_1024(testdata: dict[str, str], tmp_path: Path)
         attack = outcome.attack
         print(f"slowloris at ulimit 1024: {attack}; normal client p99 {outcome.p99 * 1e3:.1f} ms")
         assert attack["closed"] == 1000, attack
-        assert attack["last_closed_s"] < 2 + 1.5, attack  # header timeout 2 s, swept every 0.5 s
+        # each closed within the header timeout (2 s) of its own first bytes, plus a sweep (0.5 s), and up to
+        # 1 s for the client to see it (a look every 0.2 s, each a pass over 1,000 sockets on loaded cores)
+        assert attack["longest_open_s"] < 2 + 0.5 + 1.0, attack
         assert not outcome.failures and outcome.p99 < P99_LIMIT, (outcome.failures[:3], outcome.p99)
         assert outcome.rss_growth < RSS_LIMIT
     finally:

@@ -141,16 +141,24 @@ class HttpServer:
             shed_slow_readers(self.budget, self.connections)
 
     def make_room(self) -> bool:
-        """At the connection cap: close the oldest connection with no request being answered (idle, or
-        stalled in its headers or body: what slowloris holds), as nginx reuses keep-alive connections.
-        False when every open connection has a request under way."""
+        """At the connection cap: close the oldest connection stalled in a request's headers or body (what
+        slowloris holds), else the oldest idle one, as nginx reuses keep-alive connections; never one with
+        a request being answered. An idle client's next request may already be on its way, so it goes
+        last. False when every open connection has a request under way."""
+        idle = None
         for c in self.connections:
-            if not c.busy and not c.process_scheduled:  # not mid-way through its pipelined requests
-                self.evicted += 1
-                c.drop()
-                self.connections.pop(c, None)
-                return True
-        return False
+            if c.busy or c.process_scheduled:  # answering, or mid-way through its pipelined requests
+                continue
+            if c.in_message:
+                idle = c
+                break
+            idle = idle or c
+        if idle is None:
+            return False
+        self.evicted += 1
+        idle.drop()
+        self.connections.pop(idle, None)
+        return True
 
     @property
     def port(self) -> int:
