@@ -145,19 +145,19 @@ class HttpServer:
         slowloris holds), else the oldest idle one, as nginx reuses keep-alive connections; never one with
         a request being answered. An idle client's next request may already be on its way, so it goes
         last. False when every open connection has a request under way."""
-        idle = None
+        chosen = None
         for c in self.connections:
             if c.busy or c.process_scheduled:  # answering, or mid-way through its pipelined requests
                 continue
-            if c.in_message:
-                idle = c
+            if c.in_message:  # stalled: the first such is the oldest
+                chosen = c
                 break
-            idle = idle or c
-        if idle is None:
+            chosen = chosen or c  # the oldest idle one, if no connection is stalled
+        if chosen is None:
             return False
         self.evicted += 1
-        idle.drop()
-        self.connections.pop(idle, None)
+        chosen.drop()
+        self.connections.pop(chosen, None)
         return True
 
     @property
