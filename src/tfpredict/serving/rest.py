@@ -86,9 +86,8 @@ class RestApi:
                 spec, api = _spec(m.group(1), m.group(2), m.group(3)), m.group(4).lower()
                 model = spec.name
                 body_key = self._body_key(spec, api, body)
-                if body_key is None:
-                    return self._infer(spec, api, body, None, start)
-                hit = self.service.cache.get_body(body_key, model)  # type: ignore[union-attr]
+                cache = self.service.cache
+                hit = cache.get_body(body_key, model) if cache is not None and body_key is not None else None
                 if hit is None:
                     return self._infer(spec, api, body, body_key, start)
                 out = hit  # the same bytes answered before, by this version
